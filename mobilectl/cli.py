@@ -1,0 +1,131 @@
+"""The ``mobilectl`` command line: thin typer commands over the library.
+
+Results go to stdout (rich tables, or JSON with ``--json``); logs, progress and errors
+go to stderr. Bad input is one line on stderr and exit code 2, never a traceback.
+TensorFlow is imported only by commands that need it, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from mobilectl import __version__
+from mobilectl.errors import UserError
+
+app = typer.Typer(
+    name="mobilectl", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Efficient CNNs from a Keras definition to a measured model on a phone.",
+)
+# Piped output (CI logs, files) is not cut to 80 columns; a terminal keeps its width.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+WidthOpt = Annotated[Optional[float], typer.Option("--width-multiplier", "-w",
+                     help="Width multiplier alpha (thins every layer).")]
+ResolutionOpt = Annotated[Optional[int], typer.Option("--resolution", "-r",
+                          help="Input height and width in pixels.")]
+GroupsOpt = Annotated[Optional[int], typer.Option("--groups", help="Groups of pointwise convolutions.")]
+ClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier outputs.")]
+TopOpt = Annotated[Optional[bool], typer.Option("--include-top/--no-include-top",
+                   help="Keep the pooling + classifier head.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mobilectl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Efficient CNNs from a Keras definition to a measured model on a phone."""
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _quiet_tensorflow() -> None:
+    from mobilectl.tfenv import import_quietly
+
+    import_quietly()
+
+
+# typer vendors click; its UsageError is the parent of the public BadParameter.
+_ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+@app.command("models")
+def models_cmd(as_json: JsonOpt = False) -> None:
+    """List the model zoo: name, variants, input size, paper MACs and params."""
+    from mobilectl.info import model_rows
+    from mobilectl.render import models_table
+
+    _quiet_tensorflow()
+    rows = model_rows()
+    if as_json:
+        _print_json([{k: v for k, v in row.items() if k != "variants_text"} for row in rows])
+    else:
+        out.print(models_table(rows))
+
+
+@app.command("info")
+def info_cmd(
+    model: Annotated[str, typer.Argument(help="Registry name, see 'mobilectl models'.")],
+    width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None, include_top: TopOpt = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build MODEL and report the FLOPs proxy: MACs, params, memory traffic, peak memory."""
+    from mobilectl.info import model_info
+    from mobilectl.render import layers_table, summary_table
+
+    given = {k: v for k, v in {"width_multiplier": width_multiplier, "resolution": resolution,
+             "groups": groups, "num_classes": num_classes, "include_top": include_top}.items()
+             if v is not None}
+    with err.status(f"building {model} and counting its layers"):
+        _quiet_tensorflow()
+        info = model_info(model, per_layer=per_layer, **given)
+    if as_json:
+        _print_json(info)
+        return
+    out.print(summary_table(info))
+    if per_layer:
+        out.print(layers_table(info["layers"]))
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI, mapping user errors to exit code 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="mobilectl", standalone_mode=False)
+    except UserError as exc:
+        err.print(f"error: {_one_line(str(exc))}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except _ClickUsageError as exc:
+        err.print(f"error: {_one_line(exc.format_message())}", markup=False,
+                  highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        err.print("aborted", markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Error types shared by the library and the CLI.
+
+A :class:`UserError` is bad input from the user. The CLI prints its message on one
+line and exits with code 2, never with a traceback. Library code raises it instead of
+using ``assert`` on anything a user controls.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """Bad input: the message names the bad value and what is allowed."""
+
+
+def nearest(word: str, candidates: Iterable[str]) -> str:
+    """Return a ``" (did you mean 'x'?)"`` suffix for the closest candidate, or ``""``."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""

@@ -1,0 +1,70 @@
+"""Plain data -> rich tables and JSON-ready dicts for the CLI (no heavy imports)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def millions(value: float | None, digits: int = 2) -> str:
+    """Format a count in millions (``None`` -> ``-``)."""
+    return "-" if value is None else f"{value / 1e6:.{digits}f}M"
+
+
+def mebibytes(value: int) -> str:
+    return f"{value / 2**20:.2f} MiB"
+
+
+def models_table(rows: list[dict[str, Any]]) -> Table:
+    """The zoo table of ``mobilectl models``."""
+    table = Table(title="mobilectl model zoo", title_justify="left")
+    for column, justify in (("name", "left"), ("family", "left"), ("variants", "left"),
+                            ("input", "right"), ("MACs", "right"), ("params", "right")):
+        table.add_column(column, justify=justify)
+    for row in rows:
+        table.add_row(row["name"], row["family"], row["variants_text"], str(row["input"]),
+                      f"{row['macs_m']:g}M", "-" if row["params_m"] is None else f"{row['params_m']:g}M")
+    return table
+
+
+def summary_table(info: dict[str, Any]) -> Table:
+    """Totals of ``mobilectl info``."""
+    table = Table(title=f"{info['model']} {info['variant'] or '(defaults)'}",
+                  title_justify="left", show_header=False)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    paper = info["paper"]
+    rows = [
+        ("input", "x".join(map(str, info["input"]))),
+        ("MACs", millions(info["macs"])),
+        ("paper MACs", "-" if paper is None else f"{paper['macs_m']:g}M ({paper['macs_delta_pct']:+.2f}%)"),
+        ("element-wise ops", millions(info["elementwise_ops"])),
+        ("params (total)", f"{info['params']['total']:,}"),
+        ("params (trainable)", f"{info['params']['trainable']:,}"),
+        ("memory access float32", mebibytes(info["memory_access_bytes"]["float32"])),
+        ("memory access int8", mebibytes(info["memory_access_bytes"]["int8"])),
+        ("peak activations float32", mebibytes(info["peak_activation_bytes"]["float32"])),
+        ("peak activations int8", mebibytes(info["peak_activation_bytes"]["int8"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def layers_table(layers: list[dict[str, Any]]) -> Table:
+    """Per-layer breakdown of ``mobilectl info --per-layer``."""
+    table = Table(title="per layer", title_justify="left")
+    table.add_column("layer", no_wrap=True)
+    for column, justify in (("type", "left"), ("output", "right"),
+                            ("MACs", "right"), ("elementwise", "right"), ("params", "right"),
+                            ("MAC f32 KiB", "right"), ("MAC i8 KiB", "right")):
+        table.add_column(column, justify=justify)
+    for row in layers:
+        table.add_row(
+            row["name"], row["type"], "x".join(map(str, row["output_shape"])),
+            f"{row['macs']:,}", f"{row['elementwise']:,}", f"{row['params']:,}",
+            f"{row['memory_access_bytes']['float32'] / 1024:,.1f}",
+            f"{row['memory_access_bytes']['int8'] / 1024:,.1f}",
+        )
+    return table

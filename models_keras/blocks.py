@@ -1,0 +1,121 @@
+"""Block builders shared across families.
+
+Layer names are hierarchical with dots (``stage2.unit1.dw``): Keras 3 forbids ``/``
+in layer names, and dotted paths read like module paths in other frameworks. Every
+layer a builder makes gets an explicit name, so names are stable across builds and
+show up unchanged in exported graphs, sensitivity reports and per-layer profiles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from models_keras.registry import Knob
+
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.999
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to a multiple of ``divisor``, never more than 10% down.
+
+    The one channel-rounding helper of the zoo (MobileNet V2, Sandler et al. 2018,
+    and its successors round width-multiplied channels this way).
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def common_knobs(*, resolution: int = 224, min_resolution: int = 32) -> tuple[Knob, ...]:
+    """The knobs every classification network takes, with one name across families."""
+    return (
+        Knob("resolution", int, resolution, minimum=min_resolution, maximum=1024,
+             short="r", help="input height and width in pixels"),
+        Knob("num_classes", int, 1000, minimum=1, maximum=100_000, help="classifier outputs"),
+        Knob("include_top", bool, True, help="keep the pooling + classifier head"),
+        Knob("dropout", float, 1e-3, minimum=0.0, maximum=0.99,
+             help="dropout rate before the classifier"),
+        Knob("weights", str, None, help="path of a local .weights.h5 file to load"),
+    )
+
+
+def activation(x: keras.KerasTensor, kind: str | None, *, name: str) -> keras.KerasTensor:
+    """Apply a named activation (``relu``, ``relu6``, ``hard_swish``, ``swish``...)."""
+    if kind is None:
+        return x
+    if kind == "relu6":
+        return layers.ReLU(6.0, name=name)(x)
+    if kind == "relu":
+        return layers.ReLU(name=name)(x)
+    return layers.Activation(kind, name=name)(x)
+
+
+def conv_bn(
+    x: keras.KerasTensor, filters: int, kernel: int | tuple[int, int], *, name: str,
+    strides: int = 1, groups: int = 1, act: str | None = "relu",
+) -> keras.KerasTensor:
+    """Convolution (optionally grouped) + batch norm + activation: ``name.conv/.bn/.act``."""
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", groups=groups,
+                      use_bias=False, name=f"{name}.conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                  name=f"{name}.bn")(x)
+    return activation(x, act, name=f"{name}.act")
+
+
+def depthwise_bn(
+    x: keras.KerasTensor, kernel: int | tuple[int, int], *, name: str, strides: int = 1,
+    act: str | None = "relu", dilation: int = 1,
+) -> keras.KerasTensor:
+    """Depthwise convolution + batch norm + activation: ``name.conv/.bn/.act``."""
+    x = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
+                               dilation_rate=dilation, name=f"{name}.conv")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                  name=f"{name}.bn")(x)
+    return activation(x, act, name=f"{name}.act")
+
+
+def classifier(
+    x: keras.KerasTensor, *, num_classes: int, dropout: float, name: str = "classifier",
+) -> keras.KerasTensor:
+    """Global average pool, dropout, dense logits and softmax (``classifier.*``)."""
+    x = layers.GlobalAveragePooling2D(name=f"{name}.pool")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name=f"{name}.dropout")(x)
+    x = layers.Dense(num_classes, name=f"{name}.fc")(x)
+    return layers.Softmax(name=f"{name}.softmax")(x)
+
+
+def finish(
+    inputs: keras.KerasTensor, outputs: keras.KerasTensor, *, name: str,
+    weights: str | None,
+) -> keras.Model:
+    """Wrap the graph in a model and load local weights if a path is given."""
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        load_local_weights(model, weights)
+    return model
+
+
+def load_local_weights(model: keras.Model, path: str) -> None:
+    """Load a local weights file; nothing is ever downloaded."""
+    from mobilectl.errors import UserError
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"weights={path} is not a file: give a local .weights.h5 path")
+    try:
+        model.load_weights(file)
+    except Exception as exc:  # keras raises several types for mismatched files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"weights={path} does not fit {model.name}: {first}") from None
+
+
+def image_input(resolution: int) -> keras.KerasTensor:
+    """The NHWC float input every zoo model takes, named ``input``."""
+    return keras.Input((resolution, resolution, 3), name="input")

@@ -1,0 +1,88 @@
+"""The FLOPs proxy against hand-computed figures on tiny models."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+from keras import layers
+
+from models_keras.analysis import UnsupportedLayerError, analyze_model
+
+
+def _tiny() -> keras.Model:
+    inp = keras.Input((8, 8, 4), name="input")
+    x = layers.Conv2D(6, 3, padding="same", groups=2, use_bias=False, name="gconv")(inp)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.ReLU(name="relu")(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False, name="dw")(x)
+    x = layers.SeparableConv2D(5, 3, padding="same", name="sep")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dense(3, name="fc")(x)
+    return keras.Model(inp, x)
+
+
+def test_macs_per_layer_by_hand() -> None:
+    cost = {c.name: c for c in analyze_model(_tiny()).layers}
+    assert cost["gconv"].macs == 8 * 8 * 3 * 3 * (4 // 2) * 6  # grouped: Cin/groups
+    assert cost["dw"].macs == 4 * 4 * 3 * 3 * 6
+    assert cost["sep"].macs == 4 * 4 * 6 * 3 * 3 + 4 * 4 * 6 * 5
+    assert cost["fc"].macs == 5 * 3
+    for name in ("bn", "relu", "gap", "input"):
+        assert cost[name].macs == 0
+
+
+def test_elementwise_column_is_separate() -> None:
+    cost = {c.name: c for c in analyze_model(_tiny()).layers}
+    assert cost["bn"].elementwise == 8 * 8 * 6
+    assert cost["relu"].elementwise == 8 * 8 * 6
+    assert cost["gap"].elementwise == 4 * 4 * 5
+    assert cost["gconv"].elementwise == 0
+
+
+def test_params_and_memory_access() -> None:
+    model = _tiny()
+    total = analyze_model(model)
+    assert total.params == model.count_params()
+    assert total.trainable_params == sum(int(w.numpy().size) for w in model.trainable_weights)
+    assert total.params - total.trainable_params == 12  # BN moving mean + variance
+    conv = next(c for c in total.layers if c.name == "gconv")
+    assert conv.params == 3 * 3 * 2 * 6
+    assert conv.memory_access_bytes(4) == (8 * 8 * 4 + 8 * 8 * 6 + 108) * 4
+    assert conv.memory_access_bytes(1) == 8 * 8 * 4 + 8 * 8 * 6 + 108
+    assert total.macs == 6912 + 864 + 1344 + 15
+    assert next(c for c in total.layers if c.name == "input").memory_access_bytes(4) == 0
+
+
+def test_peak_activation_chain() -> None:
+    # largest pair of live maps: bn's input and output, 8*8*6 each
+    assert analyze_model(_tiny()).peak_activation_elems == 2 * 8 * 8 * 6
+
+
+def test_peak_activation_keeps_a_skip_alive() -> None:
+    inp = keras.Input((4, 4, 2), name="input")
+    a = layers.ReLU(name="a")(inp)
+    b = layers.ReLU(name="b")(a)
+    out = layers.Add(name="add")([inp, b])
+    cost = analyze_model(keras.Model(inp, out))
+    assert cost.peak_activation_elems == 3 * 32  # input held for the add
+    assert next(c for c in cost.layers if c.name == "add").elementwise == 32
+
+
+class Doubler(keras.layers.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def test_unsupported_layer_is_named() -> None:
+    inp = keras.Input((4, 4, 2))
+    model = keras.Model(inp, Doubler(name="weird")(inp))
+    with pytest.raises(UnsupportedLayerError, match=r"unsupported layer type Doubler \(layer 'weird'\)"):
+        analyze_model(model)
+
+
+def test_nested_model_is_refused() -> None:
+    inner_in = keras.Input((4, 4, 2))
+    inner = keras.Model(inner_in, layers.ReLU()(inner_in), name="inner")
+    inp = keras.Input((4, 4, 2))
+    with pytest.raises(UnsupportedLayerError, match="inner"):
+        analyze_model(keras.Model(inp, inner(inp)))
