@@ -50,7 +50,7 @@ def model_info(name: str, *, per_layer: bool, **given: Any) -> dict[str, Any]:
                                 "int8": cost.memory_access_bytes(1)},
         "peak_activation_bytes": {"float32": cost.peak_activation_elems * 4,
                                   "int8": cost.peak_activation_elems},
-        "paper": None if figure is None else {
+        "paper": None if figure is None or figure.macs_m is None else {
             "macs_m": figure.macs_m, "params_m": figure.params_m, "source": figure.source,
             "macs_delta_pct": (cost.macs / 1e6 / figure.macs_m - 1) * 100,
         },

@@ -24,7 +24,7 @@ def models_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(column, justify=justify)
     for row in rows:
         table.add_row(row["name"], row["family"], row["variants_text"], str(row["input"]),
-                      f"{row['macs_m']:g}M", "-" if row["params_m"] is None else f"{row['params_m']:g}M")
+                      "-" if row["macs_m"] is None else f"{row['macs_m']:g}M", "-" if row["params_m"] is None else f"{row['params_m']:g}M")
     return table
 
 

@@ -129,6 +129,7 @@ RULES: dict[type, tuple[Rule, Rule]] = {
     layers.BatchNormalization: (_free, _per_output),
     layers.Activation: (_free, _per_output),
     layers.ReLU: (_free, _per_output),
+    layers.LeakyReLU: (_free, _per_output),
     layers.Softmax: (_free, _per_output),
     layers.Rescaling: (_free, _per_output),
     layers.Add: (_free, _merge_ops),

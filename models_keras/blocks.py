@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from models_keras.layers import ChannelSplit, GroupConv2D
 from models_keras.registry import Knob
 
 BN_EPSILON = 1e-3
@@ -61,8 +62,9 @@ def conv_bn(
     strides: int = 1, groups: int = 1, act: str | None = "relu",
 ) -> keras.KerasTensor:
     """Convolution (optionally grouped) + batch norm + activation: ``name.conv/.bn/.act``."""
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", groups=groups,
-                      use_bias=False, name=f"{name}.conv")(x)
+    conv = GroupConv2D if groups > 1 else layers.Conv2D
+    x = conv(filters, kernel, strides=strides, padding="same", groups=groups,
+             use_bias=False, name=f"{name}.conv")(x)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                   name=f"{name}.bn")(x)
     return activation(x, act, name=f"{name}.act")
@@ -78,6 +80,80 @@ def depthwise_bn(
     x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                   name=f"{name}.bn")(x)
     return activation(x, act, name=f"{name}.act")
+
+
+def stage_units(strides: list[int]) -> list[tuple[int, int]]:
+    """Number per-unit table rows as (stage, unit): a stride-2 row starts a new stage."""
+    numbered, stage, unit = [], 0, 0
+    for i, stride in enumerate(strides):
+        if i == 0 or stride == 2:
+            stage, unit = stage + 1, 0
+        unit += 1
+        numbered.append((stage, unit))
+    return numbered
+
+
+def split_channels(total: int, parts: int) -> tuple[int, ...]:
+    """Split ``total`` channels into ``parts`` near-equal groups, remainder to the first
+    (MixNet's rule, Tan & Le 2019)."""
+    sizes = [total // parts] * parts
+    sizes[0] += total - sum(sizes)
+    return tuple(sizes)
+
+
+def mixed_depthwise_bn(
+    x: keras.KerasTensor, kernels: tuple[int, ...], *, name: str, strides: int = 1,
+    act: str | None = "relu",
+) -> keras.KerasTensor:
+    """MDConv (Tan & Le 2019, MixNet): channel groups, each with its own depthwise
+    kernel size, concatenated: ``name.split``, ``name.conv.k3``..., ``name.concat``."""
+    if len(kernels) == 1:
+        return depthwise_bn(x, kernels[0], strides=strides, act=act, name=name)
+    parts = ChannelSplit(split_channels(x.shape[-1], len(kernels)), name=f"{name}.split")(x)
+    parts = [layers.DepthwiseConv2D(k, strides=strides, padding="same", use_bias=False,
+                                    name=f"{name}.conv.k{k}")(part)
+             for part, k in zip(parts, kernels)]
+    x = layers.Concatenate(name=f"{name}.concat")(parts)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                  name=f"{name}.bn")(x)
+    return activation(x, act, name=f"{name}.act")
+
+
+def squeeze_excite(
+    x: keras.KerasTensor, *, reduced: int, name: str, act: str = "relu",
+    gate: str = "hard_sigmoid",
+) -> keras.KerasTensor:
+    """Squeeze-and-excitation (Hu et al. 2018): pool, reduce, expand, gate, scale."""
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}.pool")(x)
+    s = layers.Conv2D(reduced, 1, name=f"{name}.reduce")(s)
+    s = activation(s, act, name=f"{name}.act")
+    s = layers.Conv2D(x.shape[-1], 1, name=f"{name}.expand")(s)
+    s = activation(s, gate, name=f"{name}.gate")
+    return layers.Multiply(name=f"{name}.scale")([x, s])
+
+
+def inverted_residual(
+    x: keras.KerasTensor, *, expanded: int, filters: int, strides: int, name: str,
+    kernel: int | tuple[int, ...] = 3, act: str = "relu6", se_channels: int = 0,
+    se_act: str = "relu", se_gate: str = "hard_sigmoid", expand_groups: int = 1,
+    project_groups: int = 1,
+) -> keras.KerasTensor:
+    """Inverted residual (MobileNet V2) with the later options: SE (MnasNet, V3),
+    mixed kernels and grouped 1x1s (MixNet). Layers: ``name.expand`` (skipped when
+    ``expanded`` equals the input width), ``name.dw``, ``name.se``, ``name.project``,
+    ``name.add`` (stride 1, same width)."""
+    in_channels = x.shape[-1]
+    shortcut = x
+    if expanded != in_channels:
+        x = conv_bn(x, expanded, 1, act=act, groups=expand_groups, name=f"{name}.expand")
+    kernels = kernel if isinstance(kernel, tuple) else (kernel,)
+    x = mixed_depthwise_bn(x, kernels, strides=strides, act=act, name=f"{name}.dw")
+    if se_channels:
+        x = squeeze_excite(x, reduced=se_channels, act=se_act, gate=se_gate, name=f"{name}.se")
+    x = conv_bn(x, filters, 1, act=None, groups=project_groups, name=f"{name}.project")
+    if strides == 1 and in_channels == filters:
+        x = layers.Add(name=f"{name}.add")([shortcut, x])
+    return x
 
 
 def classifier(

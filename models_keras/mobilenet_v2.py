@@ -8,10 +8,9 @@ linear 1x1 projection, with a residual add when the shape is kept.
 from __future__ import annotations
 
 import keras
-from keras import layers
 
 from models_keras.blocks import (
-    classifier, common_knobs, conv_bn, depthwise_bn, finish, image_input, make_divisible,
+    classifier, common_knobs, conv_bn, finish, image_input, inverted_residual, make_divisible,
 )
 from models_keras.registry import Knob, PaperFigure, register_model
 
@@ -49,22 +48,6 @@ FIGURES = (
 )
 
 
-def inverted_residual(
-    x: keras.KerasTensor, *, expansion: int, filters: int, strides: int, name: str,
-    kernel: int = 3, act: str = "relu6",
-) -> keras.KerasTensor:
-    """Inverted residual unit: ``name.expand`` -> ``name.dw`` -> ``name.project`` (+ ``name.add``)."""
-    in_channels = x.shape[-1]
-    shortcut = x
-    if expansion != 1:
-        x = conv_bn(x, expansion * in_channels, 1, act=act, name=f"{name}.expand")
-    x = depthwise_bn(x, kernel, strides=strides, act=act, name=f"{name}.dw")
-    x = conv_bn(x, filters, 1, act=None, name=f"{name}.project")
-    if strides == 1 and in_channels == filters:
-        x = layers.Add(name=f"{name}.add")([shortcut, x])
-    return x
-
-
 def _keras_twin(*, width_multiplier: float, resolution: int, num_classes: int,
                 include_top: bool, **_: object) -> keras.Model:
     return keras.applications.MobileNetV2(
@@ -88,7 +71,8 @@ def mobilenet_v2(
     for stage, (expansion, channels, units, stride) in enumerate(STAGES, start=1):
         for unit in range(units):
             x = inverted_residual(
-                x, expansion=expansion, filters=make_divisible(channels * width_multiplier),
+                x, expanded=expansion * x.shape[-1],
+                filters=make_divisible(channels * width_multiplier),
                 strides=stride if unit == 0 else 1, name=f"stage{stage}.unit{unit + 1}",
             )
     head = make_divisible(HEAD_CHANNELS * max(1.0, width_multiplier))

@@ -20,6 +20,7 @@ from mobilectl.errors import UserError, nearest
 FAMILY_MODULES: tuple[str, ...] = (
     "models_keras.mobilenet_v1",
     "models_keras.mobilenet_v2",
+    "models_keras.mobilenet_v3",
 )
 
 
@@ -102,14 +103,15 @@ class PaperFigure:
 
     Attributes:
         knobs: the variant's knob values, e.g. ``(("width_multiplier", 0.5),)``.
-        macs_m: multiply-accumulates in millions, as the paper counts them.
+        macs_m: multiply-accumulates in millions, as the paper counts them; None where
+            no source counts this variant the papers' way (its params are still pinned).
         params_m: parameters in millions, or None where the paper gives none.
         macs_tolerance: relative tolerance the tests allow (papers round).
         source: where the figure comes from (paper table, reference code).
     """
 
     knobs: tuple[tuple[str, Any], ...]
-    macs_m: float
+    macs_m: float | None
     params_m: float | None = None
     macs_tolerance: float = 0.01
     source: str = ""

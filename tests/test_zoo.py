@@ -32,7 +32,8 @@ def test_macs_and_params_match_paper(pair: tuple[ModelSpec, PaperFigure]) -> Non
     knobs = spec.resolve(**dict(figure.knobs))
     model = spec.builder(**knobs)
     cost = analyze_model(model)
-    assert cost.macs / 1e6 == pytest.approx(figure.macs_m, rel=figure.macs_tolerance)
+    if figure.macs_m is not None:
+        assert cost.macs / 1e6 == pytest.approx(figure.macs_m, rel=figure.macs_tolerance)
     assert cost.params == model.count_params()
     if spec.keras_twin is not None:
         assert cost.params == spec.keras_twin(**knobs).count_params()
