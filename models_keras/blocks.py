@@ -33,12 +33,13 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-def common_knobs(*, resolution: int = 224, min_resolution: int = 32) -> tuple[Knob, ...]:
+def common_knobs(*, resolution: int = 224, min_resolution: int = 32,
+                 num_classes: int = 1000) -> tuple[Knob, ...]:
     """The knobs every classification network takes, with one name across families."""
     return (
         Knob("resolution", int, resolution, minimum=min_resolution, maximum=1024,
              short="r", help="input height and width in pixels"),
-        Knob("num_classes", int, 1000, minimum=1, maximum=100_000, help="classifier outputs"),
+        Knob("num_classes", int, num_classes, minimum=1, maximum=100_000, help="classifier outputs"),
         Knob("include_top", bool, True, help="keep the pooling + classifier head"),
         Knob("dropout", float, 1e-3, minimum=0.0, maximum=0.99,
              help="dropout rate before the classifier"),
@@ -153,6 +154,28 @@ def inverted_residual(
     x = conv_bn(x, filters, 1, act=None, groups=project_groups, name=f"{name}.project")
     if strides == 1 and in_channels == filters:
         x = layers.Add(name=f"{name}.add")([shortcut, x])
+    return x
+
+
+# t: expansion, c: output channels, n: units, s: first stride, k: kernel, se: SE ratio
+# of the unit's input channels (0 = none).
+MBConvRow = tuple[int, int, int, int, int, float]
+
+
+def mbconv_stages(
+    x: keras.KerasTensor, table: tuple[MBConvRow, ...], *, act: str, se_act: str,
+    se_gate: str = "sigmoid",
+) -> keras.KerasTensor:
+    """Stack MBConv stages from a ``# t, c, n, s, k, se`` table (MnasNet, EfficientNet):
+    SE width is ``max(1, int(input_channels * se))`` as in their reference code."""
+    for stage, (t, c, n, s, k, se) in enumerate(table, start=1):
+        for unit in range(n):
+            in_channels = x.shape[-1]
+            x = inverted_residual(
+                x, expanded=in_channels * t, filters=c, strides=s if unit == 0 else 1,
+                kernel=k, act=act, se_channels=max(1, int(in_channels * se)) if se else 0,
+                se_act=se_act, se_gate=se_gate, name=f"stage{stage}.unit{unit + 1}",
+            )
     return x
 
 

@@ -21,6 +21,14 @@ FAMILY_MODULES: tuple[str, ...] = (
     "models_keras.mobilenet_v1",
     "models_keras.mobilenet_v2",
     "models_keras.mobilenet_v3",
+    "models_keras.shufflenet_v1",
+    "models_keras.shufflenet_v2",
+    "models_keras.squeezenet",
+    "models_keras.mnasnet",
+    "models_keras.efficientnet",
+    "models_keras.xception",
+    "models_keras.mixnet",
+    "models_keras.effnet",
 )
 
 

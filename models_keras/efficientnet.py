@@ -1,0 +1,59 @@
+"""EfficientNet-B0 (Tan & Le 2019, "EfficientNet: Rethinking Model Scaling for
+Convolutional Neural Networks", arXiv:1905.11946, Table 1).
+
+The NAS baseline of the EfficientNet family: MBConv units with SE everywhere and
+swish activations. Scaled variants (B1-B7) are left to the compound-scaling knobs of
+a later version.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from models_keras.blocks import (
+    MBConvRow, classifier, common_knobs, conv_bn, finish, image_input, mbconv_stages,
+)
+from models_keras.registry import PaperFigure, register_model
+
+PAPER = "Tan & Le 2019, EfficientNet, arXiv:1905.11946 (Tables 1-2)"
+
+TABLE: tuple[MBConvRow, ...] = (
+    # t, c,   n, s, k, se
+    (1, 16,  1, 1, 3, 0.25),
+    (6, 24,  2, 2, 3, 0.25),
+    (6, 40,  2, 2, 5, 0.25),
+    (6, 80,  3, 2, 3, 0.25),
+    (6, 112, 3, 1, 5, 0.25),
+    (6, 192, 4, 2, 5, 0.25),
+    (6, 320, 1, 1, 3, 0.25),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+
+
+def _keras_twin(*, resolution: int, num_classes: int, include_top: bool, **_: object):
+    return keras.applications.EfficientNetB0(
+        input_shape=(resolution, resolution, 3), weights=None, classes=num_classes,
+        include_top=include_top,
+    )
+
+
+@register_model(
+    name="efficientnet_b0", family="efficientnet", knobs=common_knobs(resolution=224),
+    paper=PAPER,
+    # The paper gives 0.39B (two significant digits): 3%.
+    figures=(PaperFigure((), 390, 5.3, macs_tolerance=0.03, source=PAPER + " Table 2"),),
+    keras_twin=_keras_twin, description="MBConv + SE, swish",
+)
+def efficientnet_b0(
+    *, resolution: int, num_classes: int, include_top: bool, dropout: float,
+    weights: str | None,
+) -> keras.Model:
+    """Build EfficientNet-B0 (keras.applications' input normalisation layers aside)."""
+    inputs = image_input(resolution)
+    x = conv_bn(inputs, STEM_CHANNELS, 3, strides=2, act="swish", name="stem")
+    x = mbconv_stages(x, TABLE, act="swish", se_act="swish")
+    x = conv_bn(x, HEAD_CHANNELS, 1, act="swish", name="head")
+    if include_top:
+        x = classifier(x, num_classes=num_classes, dropout=dropout)
+    return finish(inputs, x, name="efficientnet_b0", weights=weights)

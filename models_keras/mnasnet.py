@@ -1,0 +1,49 @@
+"""MnasNet-A1 (Tan et al. 2019, "MnasNet: Platform-Aware Neural Architecture Search
+for Mobile", arXiv:1807.11626, Figure 7).
+
+The searched network mixes 3x3 and 5x5 MBConv units, expansion 3 or 6, with
+squeeze-and-excitation in three stages; the first unit is a separable conv.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from models_keras.blocks import (
+    MBConvRow, classifier, common_knobs, conv_bn, finish, image_input, mbconv_stages,
+)
+from models_keras.registry import PaperFigure, register_model
+
+PAPER = "Tan et al. 2019, MnasNet, arXiv:1807.11626 (Figure 7, Table 1)"
+
+TABLE: tuple[MBConvRow, ...] = (
+    # t, c,   n, s, k, se
+    (1, 16,  1, 1, 3, 0),      # SepConv 3x3
+    (6, 24,  2, 2, 3, 0),
+    (3, 40,  3, 2, 5, 0.25),
+    (6, 80,  4, 2, 3, 0),
+    (6, 112, 2, 1, 3, 0.25),
+    (6, 160, 3, 2, 5, 0.25),
+    (6, 320, 1, 1, 3, 0),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+
+
+@register_model(
+    name="mnasnet_a1", family="mnasnet", knobs=common_knobs(resolution=224), paper=PAPER,
+    figures=(PaperFigure((), 312, 3.9, source=PAPER + " Table 1"),),
+    description="platform-aware NAS, MBConv + SE",
+)
+def mnasnet_a1(
+    *, resolution: int, num_classes: int, include_top: bool, dropout: float,
+    weights: str | None,
+) -> keras.Model:
+    """Build MnasNet-A1."""
+    inputs = image_input(resolution)
+    x = conv_bn(inputs, STEM_CHANNELS, 3, strides=2, name="stem")
+    x = mbconv_stages(x, TABLE, act="relu", se_act="relu")
+    x = conv_bn(x, HEAD_CHANNELS, 1, name="head")
+    if include_top:
+        x = classifier(x, num_classes=num_classes, dropout=dropout)
+    return finish(inputs, x, name="mnasnet_a1", weights=weights)
