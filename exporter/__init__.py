@@ -1,2 +1,5 @@
-"""Keras -> TFLite and -> ONNX export with verification and a manifest. Not
-implemented yet: tracked by the export-pipeline issue (#4)."""
+"""Keras -> TFLite (``exporter.tflite``) and -> ONNX (``exporter.onnx``).
+
+Float conversion and op listing are here; quantization, verification, metadata and the
+manifest come with the export-pipeline issue (#4).
+"""

@@ -61,7 +61,7 @@ def _keras_twin(*, width_multiplier: float, resolution: int, num_classes: int,
 
 
 @register_model(
-    name="mobilenet_v1", family="mobilenet", knobs=KNOBS, paper=PAPER, figures=FIGURES,
+    name="mobilenet_v1", family="mobilenet_v1", knobs=KNOBS, paper=PAPER, figures=FIGURES,
     keras_twin=_keras_twin, description="depthwise separable convolutions",
 )
 def mobilenet_v1(

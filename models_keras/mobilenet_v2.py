@@ -57,7 +57,7 @@ def _keras_twin(*, width_multiplier: float, resolution: int, num_classes: int,
 
 
 @register_model(
-    name="mobilenet_v2", family="mobilenet", knobs=KNOBS, paper=PAPER, figures=FIGURES,
+    name="mobilenet_v2", family="mobilenet_v2", knobs=KNOBS, paper=PAPER, figures=FIGURES,
     keras_twin=_keras_twin, description="inverted residuals, linear bottlenecks",
 )
 def mobilenet_v2(

@@ -55,7 +55,9 @@ def shuffle_unit(x: keras.KerasTensor, out_channels: int, *, groups: int, stride
     in_channels = x.shape[-1]
     branch_out = out_channels - in_channels if strides == 2 else out_channels
     mid = out_channels // BOTTLENECK_RATIO
-    for channels, g in ((mid, first_groups), (branch_out, groups)):
+    # every grouped 1x1 needs its input and output channels to split into its groups
+    for channels, g in ((in_channels, first_groups), (mid, first_groups), (mid, groups),
+                        (branch_out, groups)):
         if channels % g:
             raise UserError(f"{name}: {channels} channels do not split into groups={g}; "
                             "pick another groups/width_multiplier pair")

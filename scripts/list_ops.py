@@ -1,0 +1,44 @@
+"""List the TFLite and ONNX op types of one small model per zoo family.
+
+Proof that the zoo converts with builtin ops only (no Flex, no custom ops). Prints a
+Markdown table; `--json` for scripts. Usage: python scripts/list_ops.py [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from mobilectl.tfenv import import_quietly
+
+    import_quietly()
+    from exporter import onnx as onnx_export
+    from exporter import tflite as tflite_export
+    from models_keras.registry import list_models
+
+    families = {spec.family: spec for spec in reversed(list_models())}
+    rows = []
+    for family, spec in sorted(families.items()):
+        model = spec.build(resolution=spec.test_resolution, num_classes=10)
+        tflite_ops = sorted(set(tflite_export.op_types(tflite_export.convert_float(model))))
+        onnx_ops = sorted({op for _, op in onnx_export.op_types(onnx_export.convert(model))})
+        rows.append({"family": family, "model": spec.name, "tflite": tflite_ops, "onnx": onnx_ops})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print("| family (model) | TFLite ops | ONNX ops |\n|---|---|---|")
+    for row in rows:
+        print(f"| {row['family']} (`{row['model']}`) | {', '.join(row['tflite'])} | "
+              f"{', '.join(row['onnx'])} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Family-specific structure the generated zoo tests cannot see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from mobilectl.errors import UserError
+from models_keras import build_model
+from models_keras.analysis import analyze_model
+from models_keras.layers import ChannelShuffle, ChannelSplit, GroupConv2D
+
+
+def _names(model: keras.Model) -> set[str]:
+    return {layer.name for layer in model.layers}
+
+
+def test_squeezenet_1_1_is_about_2_4x_cheaper() -> None:
+    ratio = analyze_model(build_model("squeezenet1_0")).macs / analyze_model(
+        build_model("squeezenet1_1")).macs
+    assert 2.3 < ratio < 2.5
+
+
+def test_shufflenet_v2_unit_layout() -> None:
+    model = build_model("shufflenet_v2", resolution=64, width_multiplier=0.5)
+    names = _names(model)
+    assert {"stage3.unit2.split", "stage3.unit2.shuffle", "stage3.unit2.concat",
+            "stage2.unit1.proj_dw.conv", "stage2.unit1.proj_pw.conv", "stem.pool",
+            "head.conv"} <= names
+    assert "stage2.unit1.split" not in names  # stride-2 units have two branches, no split
+    assert not any(name.endswith(".add") for name in names)  # G4: concat, never add
+
+
+def test_shufflenet_v1_groups_and_shortcuts() -> None:
+    model = build_model("shufflenet_v1", groups=3, resolution=64)
+    assert model.get_layer("stage2.unit1.gconv1.conv").groups == 1  # 24 input channels
+    assert model.get_layer("stage2.unit2.gconv1.conv").groups == 3
+    assert model.get_layer("stage3.unit1.gconv2.conv").groups == 3
+    assert isinstance(model.get_layer("stage3.unit1.shortcut"), keras.layers.AveragePooling2D)
+    assert {"stage3.unit1.concat", "stage3.unit2.add", "stage3.unit2.shuffle"} <= _names(model)
+    assert "stage2.unit1.shuffle" not in _names(model)  # nothing to shuffle with one group
+
+
+def test_shufflenet_v1_refuses_channels_that_do_not_split() -> None:
+    with pytest.raises(UserError, match="do not split into groups=4"):
+        build_model("shufflenet_v1", groups=4, width_multiplier=0.5, resolution=64)
+
+
+def test_mixnet_mdconv_kernels() -> None:
+    model = build_model("mixnet_s", resolution=64)
+    kernels = {model.get_layer(f"stage10.unit1.dw.conv.k{k}").kernel_size for k in (3, 5, 7, 9, 11)}
+    assert kernels == {(k, k) for k in (3, 5, 7, 9, 11)}
+    assert model.get_layer("stage2.unit1.expand.conv").groups == 2
+
+
+def test_effnet_block_factorisation() -> None:
+    model = build_model("effnet")
+    assert model.get_layer("stage1.dw_1x3.conv").kernel_size == (1, 3)
+    assert model.get_layer("stage1.dw_3x1.conv").kernel_size == (3, 1)
+    assert model.get_layer("stage1.pool").pool_size == (2, 1)
+    assert model.get_layer("stage1.pw_2x1.conv").strides == (1, 2)
+    assert model.output.shape == (None, 10) and "stem.conv" not in _names(model)
+
+
+def test_channel_shuffle_permutation() -> None:
+    x = np.arange(6, dtype="float32").reshape(1, 1, 1, 6)
+    y = np.asarray(ChannelShuffle(2)(x)).ravel()
+    assert y.tolist() == [0, 3, 1, 4, 2, 5]
+
+
+def test_channel_split_sizes() -> None:
+    parts = ChannelSplit((3, 1))(np.ones((1, 2, 2, 4), "float32"))
+    assert [tuple(p.shape) for p in parts] == [(1, 2, 2, 3), (1, 2, 2, 1)]
+
+
+def test_group_conv_equals_keras_grouped_conv() -> None:
+    x = np.random.default_rng(0).normal(size=(1, 6, 6, 12)).astype("float32")
+    ours = GroupConv2D(9, 3, groups=3, padding="same")
+    reference = keras.layers.Conv2D(9, 3, groups=3, padding="same")
+    ours.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(ours.get_weights())
+    np.testing.assert_allclose(ours(x), reference(x), atol=1e-5)
+
+
+def test_custom_layers_round_trip_with_safe_mode(tmp_path: Path) -> None:
+    model = build_model("shufflenet_v1", groups=2, resolution=64, num_classes=5)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
