@@ -215,6 +215,21 @@ def load_local_weights(model: keras.Model, path: str) -> None:
         raise UserError(f"weights={path} does not fit {model.name}: {first}") from None
 
 
+def keras_twin(app: str, **fixed: object):
+    """A builder of the ``keras.applications`` twin with the same knobs (``weights=None``,
+    never downloaded), used to pin our params to Keras' and for peer benchmarks."""
+
+    def build(*, resolution: int, num_classes: int, include_top: bool,
+              width_multiplier: float | None = None, **_: object) -> keras.Model:
+        alpha = {} if width_multiplier is None else {"alpha": width_multiplier}
+        return getattr(keras.applications, app)(
+            input_shape=(resolution, resolution, 3), weights=None, classes=num_classes,
+            include_top=include_top, **alpha, **fixed,
+        )
+
+    return build
+
+
 def image_input(resolution: int) -> keras.KerasTensor:
     """The NHWC float input every zoo model takes, named ``input``."""
     return keras.Input((resolution, resolution, 3), name="input")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from models_keras.blocks import (
+    keras_twin,
     MBConvRow, classifier, common_knobs, conv_bn, finish, image_input, mbconv_stages,
 )
 from models_keras.registry import PaperFigure, register_model
@@ -31,19 +32,12 @@ STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
 
-def _keras_twin(*, resolution: int, num_classes: int, include_top: bool, **_: object):
-    return keras.applications.EfficientNetB0(
-        input_shape=(resolution, resolution, 3), weights=None, classes=num_classes,
-        include_top=include_top,
-    )
-
-
 @register_model(
     name="efficientnet_b0", family="efficientnet", knobs=common_knobs(resolution=224),
     paper=PAPER,
     # The paper gives 0.39B (two significant digits): 3%.
     figures=(PaperFigure((), 390, 5.3, macs_tolerance=0.03, source=PAPER + " Table 2"),),
-    keras_twin=_keras_twin, description="MBConv + SE, swish",
+    keras_twin=keras_twin("EfficientNetB0"), description="MBConv + SE, swish",
 )
 def efficientnet_b0(
     *, resolution: int, num_classes: int, include_top: bool, dropout: float,

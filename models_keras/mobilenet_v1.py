@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from models_keras.blocks import (
+    keras_twin,
     classifier, common_knobs, conv_bn, depthwise_bn, finish, image_input, make_divisible,
 )
 from models_keras.registry import Knob, PaperFigure, register_model
@@ -52,17 +53,9 @@ def separable_unit(x: keras.KerasTensor, filters: int, *, strides: int, name: st
     return conv_bn(x, filters, 1, name=f"{name}.pw")
 
 
-def _keras_twin(*, width_multiplier: float, resolution: int, num_classes: int,
-                include_top: bool, **_: object) -> keras.Model:
-    return keras.applications.MobileNet(
-        input_shape=(resolution, resolution, 3), alpha=width_multiplier, weights=None,
-        classes=num_classes, include_top=include_top,
-    )
-
-
 @register_model(
     name="mobilenet_v1", family="mobilenet_v1", knobs=KNOBS, paper=PAPER, figures=FIGURES,
-    keras_twin=_keras_twin, description="depthwise separable convolutions",
+    keras_twin=keras_twin("MobileNet"), description="depthwise separable convolutions",
 )
 def mobilenet_v1(
     *, width_multiplier: float, resolution: int, num_classes: int, include_top: bool,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from models_keras.blocks import (
+    keras_twin,
     classifier, common_knobs, conv_bn, finish, image_input, inverted_residual, make_divisible,
 )
 from models_keras.registry import Knob, PaperFigure, register_model
@@ -48,17 +49,9 @@ FIGURES = (
 )
 
 
-def _keras_twin(*, width_multiplier: float, resolution: int, num_classes: int,
-                include_top: bool, **_: object) -> keras.Model:
-    return keras.applications.MobileNetV2(
-        input_shape=(resolution, resolution, 3), alpha=width_multiplier, weights=None,
-        classes=num_classes, include_top=include_top,
-    )
-
-
 @register_model(
     name="mobilenet_v2", family="mobilenet_v2", knobs=KNOBS, paper=PAPER, figures=FIGURES,
-    keras_twin=_keras_twin, description="inverted residuals, linear bottlenecks",
+    keras_twin=keras_twin("MobileNetV2"), description="inverted residuals, linear bottlenecks",
 )
 def mobilenet_v2(
     *, width_multiplier: float, resolution: int, num_classes: int, include_top: bool,

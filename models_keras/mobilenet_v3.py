@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from models_keras.blocks import (
+    keras_twin,
     activation, common_knobs, conv_bn, finish, image_input, inverted_residual,
     make_divisible, stage_units,
 )
@@ -101,17 +102,6 @@ def mobilenet_v3(
     return finish(inputs, x, name=name, weights=weights)
 
 
-def _twin(app: str, minimalistic: bool):
-    def build(*, width_multiplier: float, resolution: int, num_classes: int,
-              include_top: bool, **_: object) -> keras.Model:
-        return getattr(keras.applications, app)(
-            input_shape=(resolution, resolution, 3), alpha=width_multiplier,
-            minimalistic=minimalistic, weights=None, classes=num_classes,
-            include_top=include_top, include_preprocessing=False,
-        )
-    return build
-
-
 def _register(name: str, table: tuple[Row, ...], hidden: int, minimalistic: bool,
               app: str, figures: tuple[PaperFigure, ...], description: str) -> None:
     def build(**knobs: object) -> keras.Model:
@@ -119,7 +109,8 @@ def _register(name: str, table: tuple[Row, ...], hidden: int, minimalistic: bool
 
     build.__doc__ = f"Build {name} ({description})."
     register_model(name=name, family="mobilenet_v3", knobs=KNOBS, paper=PAPER,
-                   figures=figures, keras_twin=_twin(app, minimalistic),
+                   figures=figures, keras_twin=keras_twin(app, minimalistic=minimalistic,
+                                                   include_preprocessing=False),
                    description=description)(build)
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models_keras.blocks import BN_EPSILON, classifier, common_knobs, finish, image_input
+from models_keras.blocks import (
+    BN_EPSILON, classifier, common_knobs, finish, image_input, keras_twin,
+)
 from models_keras.registry import PaperFigure, register_model
 
 PAPER = "Chollet 2017, Xception, arXiv:1610.02357 (Figure 5, Table 3)"
@@ -59,16 +61,12 @@ def _stem(x: keras.KerasTensor) -> keras.KerasTensor:
     return x
 
 
-def _keras_twin(*, resolution: int, num_classes: int, include_top: bool, **_: object):
-    return keras.applications.Xception(input_shape=(resolution, resolution, 3), weights=None,
-                                       classes=num_classes, include_top=include_top)
-
-
 @register_model(
     name="xception", family="xception", knobs=common_knobs(resolution=299, min_resolution=71),
     # The paper publishes params (Table 3: 22,855,952 learnable) but no MACs.
     paper=PAPER, figures=(PaperFigure((), None, 22.855952, source=PAPER + " Table 3"),),
-    keras_twin=_keras_twin, description="depthwise separable everywhere", test_resolution=71,
+    keras_twin=keras_twin("Xception"), description="depthwise separable everywhere",
+    test_resolution=71,
 )
 def xception(*, resolution: int, num_classes: int, include_top: bool, dropout: float,
              weights: str | None) -> keras.Model:
