@@ -58,6 +58,13 @@ def activation(x: keras.KerasTensor, kind: str | None, *, name: str) -> keras.Ke
     return layers.Activation(kind, name=name)(x)
 
 
+def bn_act(x: keras.KerasTensor, act: str | None, *, name: str) -> keras.KerasTensor:
+    """Batch norm + activation after a conv: ``name.bn``, ``name.act``."""
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                  name=f"{name}.bn")(x)
+    return activation(x, act, name=f"{name}.act")
+
+
 def conv_bn(
     x: keras.KerasTensor, filters: int, kernel: int | tuple[int, int], *, name: str,
     strides: int = 1, groups: int = 1, act: str | None = "relu",
@@ -66,9 +73,7 @@ def conv_bn(
     conv = GroupConv2D if groups > 1 else layers.Conv2D
     x = conv(filters, kernel, strides=strides, padding="same", groups=groups,
              use_bias=False, name=f"{name}.conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                  name=f"{name}.bn")(x)
-    return activation(x, act, name=f"{name}.act")
+    return bn_act(x, act, name=name)
 
 
 def depthwise_bn(
@@ -78,9 +83,7 @@ def depthwise_bn(
     """Depthwise convolution + batch norm + activation: ``name.conv/.bn/.act``."""
     x = layers.DepthwiseConv2D(kernel, strides=strides, padding="same", use_bias=False,
                                dilation_rate=dilation, name=f"{name}.conv")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                  name=f"{name}.bn")(x)
-    return activation(x, act, name=f"{name}.act")
+    return bn_act(x, act, name=name)
 
 
 def stage_units(strides: list[int]) -> list[tuple[int, int]]:
@@ -115,9 +118,7 @@ def mixed_depthwise_bn(
                                     name=f"{name}.conv.k{k}")(part)
              for part, k in zip(parts, kernels)]
     x = layers.Concatenate(name=f"{name}.concat")(parts)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
-                                  name=f"{name}.bn")(x)
-    return activation(x, act, name=f"{name}.act")
+    return bn_act(x, act, name=name)
 
 
 def squeeze_excite(
@@ -157,6 +158,12 @@ def inverted_residual(
     return x
 
 
+def se_width(in_channels: int, ratio: float) -> int:
+    """SE bottleneck width of MnasNet/EfficientNet/MixNet's reference code: a ratio of
+    the unit's *input* channels, at least 1 (0 ratio: no SE)."""
+    return max(1, int(in_channels * ratio)) if ratio else 0
+
+
 # t: expansion, c: output channels, n: units, s: first stride, k: kernel, se: SE ratio
 # of the unit's input channels (0 = none).
 MBConvRow = tuple[int, int, int, int, int, float]
@@ -167,16 +174,32 @@ def mbconv_stages(
     se_gate: str = "sigmoid",
 ) -> keras.KerasTensor:
     """Stack MBConv stages from a ``# t, c, n, s, k, se`` table (MnasNet, EfficientNet):
-    SE width is ``max(1, int(input_channels * se))`` as in their reference code."""
+    SE width follows :func:`se_width`."""
     for stage, (t, c, n, s, k, se) in enumerate(table, start=1):
         for unit in range(n):
             in_channels = x.shape[-1]
             x = inverted_residual(
                 x, expanded=in_channels * t, filters=c, strides=s if unit == 0 else 1,
-                kernel=k, act=act, se_channels=max(1, int(in_channels * se)) if se else 0,
+                kernel=k, act=act, se_channels=se_width(in_channels, se),
                 se_act=se_act, se_gate=se_gate, name=f"stage{stage}.unit{unit + 1}",
             )
     return x
+
+
+def mbconv_network(
+    table: tuple[MBConvRow, ...], *, name: str, act: str, stem: int, head: int,
+    resolution: int, num_classes: int, include_top: bool, dropout: float,
+    weights: str | None,
+) -> keras.Model:
+    """Stem conv, MBConv stages, 1x1 head conv, classifier (MnasNet, EfficientNet).
+    ``act`` serves the convs and the SE reduction; the SE gate is a sigmoid."""
+    inputs = image_input(resolution)
+    x = conv_bn(inputs, stem, 3, strides=2, act=act, name="stem")
+    x = mbconv_stages(x, table, act=act, se_act=act)
+    x = conv_bn(x, head, 1, act=act, name="head")
+    if include_top:
+        x = classifier(x, num_classes=num_classes, dropout=dropout)
+    return finish(inputs, x, name=name, weights=weights)
 
 
 def classifier(

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from models_keras.blocks import (
-    keras_twin,
-    MBConvRow, classifier, common_knobs, conv_bn, finish, image_input, mbconv_stages,
-)
+from models_keras.blocks import MBConvRow, common_knobs, keras_twin, mbconv_network
 from models_keras.registry import PaperFigure, register_model
 
 PAPER = "Tan & Le 2019, EfficientNet, arXiv:1905.11946 (Tables 1-2)"
@@ -44,10 +41,8 @@ def efficientnet_b0(
     weights: str | None,
 ) -> keras.Model:
     """Build EfficientNet-B0 (keras.applications' input normalisation layers aside)."""
-    inputs = image_input(resolution)
-    x = conv_bn(inputs, STEM_CHANNELS, 3, strides=2, act="swish", name="stem")
-    x = mbconv_stages(x, TABLE, act="swish", se_act="swish")
-    x = conv_bn(x, HEAD_CHANNELS, 1, act="swish", name="head")
-    if include_top:
-        x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="efficientnet_b0", weights=weights)
+    return mbconv_network(
+        TABLE, name="efficientnet_b0", act="swish", stem=STEM_CHANNELS, head=HEAD_CHANNELS,
+        resolution=resolution, num_classes=num_classes, include_top=include_top,
+        dropout=dropout, weights=weights,
+    )

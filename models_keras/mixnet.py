@@ -13,6 +13,7 @@ import keras
 
 from models_keras.blocks import (
     classifier, common_knobs, conv_bn, finish, image_input, inverted_residual, make_divisible,
+    se_width,
 )
 from models_keras.registry import PaperFigure, register_model
 
@@ -64,7 +65,7 @@ def mixnet(table: tuple[Row, ...], *, name: str, stem: int, width: float, resolu
             x = inverted_residual(
                 x, expanded=in_channels * e, filters=make_divisible(c * width),
                 strides=s if unit == 0 else 1, kernel=kernels, act=act,
-                se_channels=max(1, int(in_channels * se)) if se else 0, se_act=act,
+                se_channels=se_width(in_channels, se), se_act=act,
                 se_gate="sigmoid", expand_groups=a, project_groups=p,
                 name=f"stage{stage}.unit{unit + 1}",
             )

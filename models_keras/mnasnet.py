@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from models_keras.blocks import (
-    MBConvRow, classifier, common_knobs, conv_bn, finish, image_input, mbconv_stages,
-)
+from models_keras.blocks import MBConvRow, common_knobs, mbconv_network
 from models_keras.registry import PaperFigure, register_model
 
 PAPER = "Tan et al. 2019, MnasNet, arXiv:1807.11626 (Figure 7, Table 1)"
@@ -39,11 +37,9 @@ def mnasnet_a1(
     *, resolution: int, num_classes: int, include_top: bool, dropout: float,
     weights: str | None,
 ) -> keras.Model:
-    """Build MnasNet-A1."""
-    inputs = image_input(resolution)
-    x = conv_bn(inputs, STEM_CHANNELS, 3, strides=2, name="stem")
-    x = mbconv_stages(x, TABLE, act="relu", se_act="relu")
-    x = conv_bn(x, HEAD_CHANNELS, 1, name="head")
-    if include_top:
-        x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="mnasnet_a1", weights=weights)
+    """Build MnasNet-A1 (ReLU throughout)."""
+    return mbconv_network(
+        TABLE, name="mnasnet_a1", act="relu", stem=STEM_CHANNELS, head=HEAD_CHANNELS,
+        resolution=resolution, num_classes=num_classes, include_top=include_top,
+        dropout=dropout, weights=weights,
+    )

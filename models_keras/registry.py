@@ -237,6 +237,15 @@ def list_models() -> list[ModelSpec]:
     return list(_REGISTRY.values())
 
 
+def family_representatives() -> list[ModelSpec]:
+    """The first registered model of each family, in registration order (one real
+    conversion per family in the tests and the op listing)."""
+    first: dict[str, ModelSpec] = {}
+    for spec in list_models():
+        first.setdefault(spec.family, spec)
+    return list(first.values())
+
+
 def get_model_spec(name: str) -> ModelSpec:
     """Look a model up by name; a UserError suggests the nearest name."""
     _ensure_loaded()

@@ -22,11 +22,11 @@ def main() -> None:
     import_quietly()
     from exporter import onnx as onnx_export
     from exporter import tflite as tflite_export
-    from models_keras.registry import list_models
+    from models_keras.registry import family_representatives
 
-    families = {spec.family: spec for spec in reversed(list_models())}
     rows = []
-    for family, spec in sorted(families.items()):
+    for spec in sorted(family_representatives(), key=lambda spec: spec.family):
+        family = spec.family
         model = spec.build(resolution=spec.test_resolution, num_classes=10)
         tflite_ops = sorted(set(tflite_export.op_types(tflite_export.convert_float(model))))
         onnx_ops = sorted({op for _, op in onnx_export.op_types(onnx_export.convert(model))})

@@ -11,7 +11,7 @@ import pytest
 
 from exporter import onnx as onnx_export
 from exporter import tflite as tflite_export
-from models_keras.registry import ModelSpec, list_models
+from models_keras.registry import ModelSpec, family_representatives
 
 TFLITE_BUILTINS = {
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "RELU",
@@ -25,7 +25,7 @@ ONNX_STANDARD = {
     "MaxPool", "Concat", "Reshape", "Transpose", "Split", "Pad", "MatMul", "Gemm", "Flatten",
     "Squeeze", "Unsqueeze", "Identity", "Slice", "Max", "Min",
 }
-FAMILIES = list({spec.family: spec for spec in reversed(list_models())}.values())
+FAMILIES = family_representatives()
 
 
 @pytest.mark.parametrize("spec", FAMILIES, ids=lambda s: s.family)
