@@ -130,6 +130,7 @@ RULES: dict[type, tuple[Rule, Rule]] = {
     layers.Activation: (_free, _per_output),
     layers.ReLU: (_free, _per_output),
     layers.LeakyReLU: (_free, _per_output),
+    layers.PReLU: (_free, _per_output),
     layers.Softmax: (_free, _per_output),
     layers.Rescaling: (_free, _per_output),
     layers.Add: (_free, _merge_ops),

@@ -48,13 +48,15 @@ def common_knobs(*, resolution: int = 224, min_resolution: int = 32,
 
 
 def activation(x: keras.KerasTensor, kind: str | None, *, name: str) -> keras.KerasTensor:
-    """Apply a named activation (``relu``, ``relu6``, ``hard_swish``, ``swish``...)."""
+    """Apply a named activation (``relu``, ``relu6``, ``prelu``, ``hard_swish``...)."""
     if kind is None:
         return x
     if kind == "relu6":
         return layers.ReLU(6.0, name=name)(x)
     if kind == "relu":
         return layers.ReLU(name=name)(x)
+    if kind == "prelu":  # one learned slope per channel (ESPNet)
+        return layers.PReLU(shared_axes=[1, 2], name=name)(x)
     return layers.Activation(kind, name=name)(x)
 
 

@@ -80,3 +80,32 @@ class GroupConv2D(layers.Conv2D):
 
 register_cost_rule(ChannelSplit)
 register_cost_rule(ChannelShuffle)
+
+
+@keras.saving.register_keras_serializable(package="mobilectl")
+class StridedDilatedDepthwiseConv2D(layers.DepthwiseConv2D):
+    """A dilated depthwise conv followed by subsampling: the strided dilated depthwise
+    conv of ESPNetv2's down-sampling EESP unit (Mehta et al. 2019).
+
+    TensorFlow has no depthwise conv that is both strided and dilated, so this computes
+    it at stride 1 (``padding='same'``, windows centred on each pixel, as the reference
+    pads) and keeps every ``subsample``-th row and column: STRIDED_SLICE in TFLite,
+    Slice in ONNX. MACs are counted on the kept outputs, as the paper counts them.
+    """
+
+    def __init__(self, *args: Any, subsample: int = 2, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subsample = int(subsample)
+
+    def call(self, x):
+        y = super().call(x)
+        s = self.subsample
+        return y[:, ::s, ::s, :]
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = super().compute_output_shape(input_shape)
+        s = self.subsample
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "subsample": self.subsample}

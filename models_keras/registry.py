@@ -29,6 +29,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "models_keras.xception",
     "models_keras.mixnet",
     "models_keras.effnet",
+    "models_keras.espnetv2",
+    "models_keras.flattened",
 )
 
 

@@ -15,15 +15,15 @@ from models_keras.registry import ModelSpec, family_representatives
 
 TFLITE_BUILTINS = {
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL", "SUB", "RELU",
-    "RELU6", "LEAKY_RELU", "HARD_SWISH", "LOGISTIC", "SOFTMAX", "MEAN", "AVERAGE_POOL_2D",
+    "RELU6", "LEAKY_RELU", "PRELU", "HARD_SWISH", "LOGISTIC", "SOFTMAX", "MEAN", "AVERAGE_POOL_2D",
     "MAX_POOL_2D", "CONCATENATION", "RESHAPE", "TRANSPOSE", "SPLIT", "SPLIT_V", "PAD",
     "STRIDED_SLICE", "DIV", "MINIMUM", "MAXIMUM", "QUANTIZE", "DEQUANTIZE", "DELEGATE",
 }
 ONNX_STANDARD = {
-    "Conv", "Add", "Mul", "Sub", "Div", "Relu", "Clip", "LeakyRelu", "HardSwish",
+    "Conv", "Add", "Mul", "Sub", "Div", "Relu", "Clip", "LeakyRelu", "PRelu", "HardSwish",
     "HardSigmoid", "Sigmoid", "Softmax", "GlobalAveragePool", "ReduceMean", "AveragePool",
     "MaxPool", "Concat", "Reshape", "Transpose", "Split", "Pad", "MatMul", "Gemm", "Flatten",
-    "Squeeze", "Unsqueeze", "Identity", "Slice", "Max", "Min",
+    "Squeeze", "Unsqueeze", "Identity", "Slice", "Max", "Min", "Neg",
 }
 FAMILIES = family_representatives()
 

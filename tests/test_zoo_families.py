@@ -93,3 +93,65 @@ def test_custom_layers_round_trip_with_safe_mode(tmp_path: Path) -> None:
     loaded = keras.models.load_model(path, safe_mode=True)
     x = np.random.default_rng(2).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_espnetv2_eesp_pyramid_and_reinforcement() -> None:
+    from models_keras.espnetv2 import dilations, level_channels
+    from models_keras.layers import StridedDilatedDepthwiseConv2D
+
+    assert level_channels(1.0) == (32, 64, 128, 256, 512, 1024)
+    assert level_channels(0.5) == (16, 32, 64, 128, 256, 1024)
+    assert level_channels(1.25) == (32, 80, 160, 320, 640, 1024)
+    assert level_channels(2.0) == (32, 128, 256, 512, 1024, 1280)
+    assert dilations(13) == (1, 2, 3, 4) and dilations(7) == (1, 1, 2, 3)
+    assert dilations(5) == (1, 1, 1, 2)
+    model = build_model("espnetv2", resolution=64)
+    names = _names(model)
+    strided = model.get_layer("stage3.down.eesp.branch4")
+    assert isinstance(strided, StridedDilatedDepthwiseConv2D)
+    assert strided.dilation_rate == (4, 4) and strided.output.shape[1] == 8  # 64 -> 8
+    assert model.get_layer("stage4.unit7.branch4").dilation_rate == (3, 3)
+    assert model.get_layer("stage3.unit1.reduce.conv").groups == 4
+    assert {"stage3.unit1.hff2", "stage3.unit1.hff4", "stage3.unit1.add",
+            "stage2.down.reinf", "stage4.down.reinf"} <= names
+    assert "stage5.down.reinf" not in names  # the last level has no image shortcut
+    assert "stage2.unit1.reduce.conv" not in names  # level 2 is a down-sampler only
+
+
+def test_strided_dilated_depthwise_equals_dilated_then_subsampled() -> None:
+    from models_keras.layers import StridedDilatedDepthwiseConv2D
+
+    x = np.random.default_rng(0).normal(size=(1, 9, 9, 4)).astype("float32")
+    strided = StridedDilatedDepthwiseConv2D(3, padding="same", dilation_rate=3, subsample=2)
+    dense = keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=3)
+    y = np.asarray(strided(x))
+    dense(x)
+    dense.set_weights(strided.get_weights())
+    assert y.shape == (1, 5, 5, 4)
+    np.testing.assert_allclose(y, np.asarray(dense(x))[:, ::2, ::2], atol=1e-6)
+
+
+def test_flattened_layers_are_rank_one_and_cheaper_than_the_baseline() -> None:
+    from models_keras.flattened import LVH_SETS, STAGES, STEM
+
+    flat = build_model("flattened_net")
+    base = build_model("flattened_net_baseline")
+    assert model_layer_kernel(flat, "stage1.layer1.v1") == (5, 1, 96, 1)
+    assert model_layer_kernel(flat, "stage1.layer1.h2") == (1, 5, 96, 1)
+    assert model_layer_kernel(flat, "stage2.layer1.l1") == (1, 1, 96, 128)
+    # weights per the paper's count: lateral M*N, then 1-D vertical and horizontal k*N
+    expected, cin = 3 * 3 * 3 * STEM[0] + STEM[0], STEM[0]
+    for filters, kernel, count, _ in STAGES:
+        for _ in range(count):
+            for i in range(LVH_SETS):
+                expected += (cin if i == 0 else filters) * filters + filters
+                expected += 2 * (kernel * filters + filters)
+            cin = filters
+    head = flat.get_layer("classifier.fc").count_params()
+    assert flat.count_params() - head == expected
+    ratio = analyze_model(base).macs / analyze_model(flat).macs
+    assert ratio > 5, ratio  # the 3-D baseline costs several times the flattened net
+
+
+def model_layer_kernel(model: keras.Model, name: str) -> tuple[int, ...]:
+    return tuple(model.get_layer(name).kernel.shape)
