@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 # Piped output (CI logs, files) is not cut to 80 columns; a terminal keeps its width.
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+err = Console(stderr=True, log_path=False)
 
 WidthOpt = Annotated[Optional[float], typer.Option("--width-multiplier", "-w",
                      help="Width multiplier alpha (thins every layer).")]
@@ -103,6 +103,93 @@ def info_cmd(
     out.print(summary_table(info))
     if per_layer:
         out.print(layers_table(info["layers"]))
+
+
+PrecisionFlags = tuple[bool, bool, bool]
+
+
+def _precision(int8: bool, fp16: bool, dynamic: bool) -> str:
+    chosen = [name for name, on in (("int8", int8), ("fp16", fp16), ("dynamic", dynamic)) if on]
+    if len(chosen) > 1:
+        raise UserError(f"--{chosen[0]} and --{chosen[1]} exclude each other: pick one "
+                        "precision (--int8, --fp16, --dynamic; none means fp32)")
+    return chosen[0] if chosen else "fp32"
+
+
+def _knobs(**given: Any) -> dict[str, Any]:
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _read_labels(path: Optional[str]) -> tuple[str, ...]:
+    if path is None:
+        return ()
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()  # noqa: SIM115
+    except OSError as exc:
+        raise UserError(f"--labels {path}: cannot read it ({exc.strerror})") from None
+    return tuple(line.strip() for line in lines if line.strip())
+
+
+@app.command("export")
+def export_cmd(
+    target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
+                      help="Registry name (see 'mobilectl models') or a .keras file.")],
+    width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None,
+    weights: Annotated[Optional[str], typer.Option("--weights",
+                       help="Local .weights.h5 file for a registry model.")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Full-integer int8 (calibrated).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="float16 weights.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic-range int8 weights.")] = False,
+    formats: Annotated[str, typer.Option("--format", help="tflite, onnx or both.")] = "tflite,onnx",
+    calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR_OR_NPY",
+                     help="Images folder or .npy/.npz (default: bundled photos).")] = None,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration samples.")] = 64,
+    io_type: Annotated[str, typer.Option("--io", help="int8 TFLite I/O: float, int8, uint8.")] = "float",
+    layout: Annotated[str, typer.Option("--layout", help="ONNX input layout: nhwc, nchw.")] = "nhwc",
+    keep_float: Annotated[Optional[list[str]], typer.Option("--keep-float", metavar="LAYER",
+                          help="Leave this layer in float (repeatable).")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Labels file, one per line.")] = None,
+    out_dir: Annotated[str, typer.Option("--out", help="Output folder.")] = "artifacts",
+    min_cosine: Annotated[float, typer.Option(help="Quantized: minimum cosine.")] = 0.98,
+    min_sqnr: Annotated[float, typer.Option(help="Quantized: minimum SQNR in dB.")] = 12.0,
+    min_top1: Annotated[float, typer.Option(help="Quantized: minimum top-1 agreement.")] = 0.8,
+    max_abs_error: Annotated[float, typer.Option(help="fp32: maximum abs error.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and crops.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export MODEL_OR_PATH to TFLite and/or ONNX, verified, with a manifest."""
+    from pathlib import Path
+
+    from exporter.pipeline import ExportOptions, Thresholds, VerificationFailed, export
+    from mobilectl.progress import stage_progress
+    from mobilectl.render import export_table
+
+    options = ExportOptions(
+        precision=_precision(int8, fp16, dynamic),
+        formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
+        calib=calib, calib_samples=calib_samples, io_type=io_type, layout=layout,
+        keep_float=tuple(keep_float or ()), labels=_read_labels(labels), seed=seed,
+        thresholds=Thresholds(max_abs_error=max_abs_error, min_cosine=min_cosine,
+                              min_sqnr_db=min_sqnr, min_top1=min_top1))
+    options.validate()
+    knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
+                   num_classes=num_classes, weights=weights)
+    _quiet_tensorflow()
+    with stage_progress(err, target) as progress:
+        try:
+            result = export(target, knobs=knobs, options=options, out=Path(out_dir),
+                            progress=progress)
+        except VerificationFailed as exc:
+            err.print(f"error: verification failed: {_one_line(str(exc))}", markup=False,
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    for note in result.warnings:
+        err.print(f"warning: {note}", markup=False, highlight=False)
+    if as_json:
+        _print_json({"out": str(result.out), "artifacts": result.entries})
+    else:
+        out.print(export_table(result.entries, str(result.out)))
 
 
 def _one_line(message: str) -> str:
