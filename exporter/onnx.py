@@ -8,7 +8,8 @@ onnxruntime for the precisions.
 - ``dynamic``: ``quantize_dynamic`` (int8 weights, activations quantized at run time).
 - ``int8``: ``quant_pre_process`` (shape inference + graph optimisation), then
   ``quantize_static`` in QDQ format with per-channel int8 weights and int8 activations
-  calibrated on the same samples as TFLite. Named layers can stay float.
+  calibrated on the same samples as TFLite. Named layers can stay float (then the
+  pre-processing skips ORT's graph optimiser, which renames the nodes it fuses).
 """
 
 from __future__ import annotations
@@ -68,14 +69,22 @@ class _Reader:
         return next(self._rows, None)
 
 
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+
+
 def nodes_of_layers(proto: Any, layers: Sequence[str]) -> list[str]:
-    """Names of the ONNX nodes tf2onnx made from the named Keras layers. A conv that
-    tf2onnx fused with its batch norm is found through its block (``head.conv`` ->
-    the nodes of ``head.*``)."""
+    """Names of the ONNX nodes computing the named Keras layers.
+
+    tf2onnx names nodes after the TF ops they came from, but a conv fused with its batch
+    norm may come out as a plain ``Conv``: then the layer is found through its block
+    (``stem.conv`` -> nodes named ``stem.*``, e.g. the ``stem.act`` Relu) and the first
+    Conv/MatMul/Gemm upstream of them.
+    """
     owners: dict[str, list[str]] = {}
     for node in proto.graph.node:
-        for segment in re.split(r"[/;]", node.name):
-            owners.setdefault(re.sub(r"_\d+$", "", segment), []).append(node.name)
+        for label in (node.name, *node.output):
+            for segment in re.split(r"[/;:]", label):
+                owners.setdefault(re.sub(r"_\d+$", "", segment), []).append(node.name)
     chosen: set[str] = set()
     for name in layers:
         block = name.rsplit(".", 1)[0] + "."
@@ -85,7 +94,29 @@ def nodes_of_layers(proto: Any, layers: Sequence[str]) -> list[str]:
             raise UserError(f"--keep-float {name}: no such layer in the ONNX graph"
                             f"{nearest(name, owners)}")
         chosen.update(nodes)
+        chosen.update(_compute_upstream(proto, set(nodes)))
     return sorted(chosen)
+
+
+def _compute_upstream(proto: Any, names: set[str]) -> list[str]:
+    """The nearest Conv/MatMul/Gemm feeding the given nodes (through non-compute ops)."""
+    by_output = {out: node for node in proto.graph.node for out in node.output}
+    by_name = {node.name: node for node in proto.graph.node}
+    if any(by_name[n].op_type in COMPUTE_OPS for n in names if n in by_name):
+        return []
+    found, frontier, seen = [], [by_name[n] for n in names if n in by_name], set()
+    while frontier:
+        node = frontier.pop()
+        for tensor in node.input:
+            src = by_output.get(tensor)
+            if src is None or src.name in seen:
+                continue
+            seen.add(src.name)
+            if src.op_type in COMPUTE_OPS:
+                found.append(src.name)
+            elif src.op_type not in ("Transpose", "Reshape", "Squeeze", "Unsqueeze"):
+                frontier.append(src)
+    return found
 
 
 def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: str = "nhwc",
@@ -95,12 +126,15 @@ def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: str = "nhwc",
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
     rows = to_nchw(calibration) if layout == "nchw" else calibration
-    exclude = nodes_of_layers(proto, keep_float) if keep_float else None
+    nodes_of_layers(proto, keep_float)  # a bad name fails before any work
     with tempfile.TemporaryDirectory(prefix="mobilectl-ort-") as tmp:
         src, pre, dst = (Path(tmp) / n for n in ("float.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(proto, src)
         with _quiet_stdout():
-            quant_pre_process(src, pre)
+            # ORT's optimiser renames what it fuses, losing layer names: with layers to
+            # keep in float, pre-process without it so the names can be found.
+            quant_pre_process(src, pre, skip_optimization=bool(keep_float))
+            exclude = nodes_of_layers(onnx.load(pre), keep_float) if keep_float else None
             quantize_static(pre, dst, _Reader(rows, proto.graph.input[0].name),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,

@@ -155,6 +155,7 @@ def export_cmd(
     min_sqnr: Annotated[float, typer.Option(help="Quantized: minimum SQNR in dB.")] = 12.0,
     min_top1: Annotated[float, typer.Option(help="Quantized: minimum top-1 agreement.")] = 0.8,
     max_abs_error: Annotated[float, typer.Option(help="fp32: maximum abs error.")] = 1e-3,
+    max_abs_error_fp16: Annotated[float, typer.Option(help="fp16: maximum abs error.")] = 5e-2,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and crops.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -170,7 +171,8 @@ def export_cmd(
         formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
         calib=calib, calib_samples=calib_samples, io_type=io_type, layout=layout,
         keep_float=tuple(keep_float or ()), labels=_read_labels(labels), seed=seed,
-        thresholds=Thresholds(max_abs_error=max_abs_error, min_cosine=min_cosine,
+        thresholds=Thresholds(max_abs_error=max_abs_error, max_abs_error_fp16=max_abs_error_fp16,
+                              min_cosine=min_cosine,
                               min_sqnr_db=min_sqnr, min_top1=min_top1))
     options.validate()
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
@@ -190,6 +192,58 @@ def export_cmd(
         _print_json({"out": str(result.out), "artifacts": result.entries})
     else:
         out.print(export_table(result.entries, str(result.out)))
+
+
+@app.command("quant-report")
+def quant_report_cmd(
+    target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
+                      help="Registry name or a .keras file.")],
+    width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None,
+    weights: Annotated[Optional[str], typer.Option("--weights",
+                       help="Local .weights.h5 file for a registry model.")] = None,
+    calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR_OR_NPY",
+                     help="Images folder or .npy/.npz (default: bundled photos).")] = None,
+    calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration samples.")] = 32,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows to show.")] = 15,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and crops.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank layers by the error they add under int8 (TFLite), and suggest --keep-float."""
+    from exporter.pipeline import ExportOptions, build_or_load, calibrate
+    from mobilectl.render import sensitivity_table
+    from quant.sensitivity import suggest_keep_float
+
+    options = ExportOptions(precision="int8", calib=calib, calib_samples=calib_samples,
+                            seed=seed, held_out=1)
+    options.validate()
+    knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
+                   num_classes=num_classes, weights=weights)
+    _quiet_tensorflow()
+    with stage_progress_for(target) as progress:
+        from quant.sensitivity import layer_sensitivity
+
+        progress(f"build {target}")
+        source = build_or_load(target, knobs=knobs, seed=seed)
+        progress("calibrate")
+        calib_set = calibrate(source, options)
+        progress("quantize and compare every op with float")
+        rows = layer_sensitivity(source.model, calib_set.calibration)
+    suggestion = suggest_keep_float(rows)
+    if as_json:
+        _print_json({"model": source.name, "variant": source.variant,
+                     "calibration": calib_set.describe(), "suggest_keep_float": suggestion,
+                     "layers": [r.as_dict() for r in rows]})
+        return
+    out.print(sensitivity_table(rows[:top], f"{source.name} int8 sensitivity"))
+    flags = " ".join(f"--keep-float {name}" for name in suggestion)
+    out.print(f"suggested: {flags}" if flags else "no layer stands out above rounding noise")
+
+
+def stage_progress_for(subject: str):
+    from mobilectl.progress import stage_progress
+
+    return stage_progress(err, subject)
 
 
 def _one_line(message: str) -> str:

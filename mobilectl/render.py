@@ -96,3 +96,14 @@ def export_table(entries: list[dict[str, Any]], out: str) -> Table:
                       millions(e["macs"], 1), f"{_metric_text(e)}: {status}",
                       e["sha256"][:12])
     return table
+
+
+def sensitivity_table(rows: list[Any], title: str) -> Table:
+    """Layers ranked by the error they add when quantized (worst first)."""
+    table = Table(title=title, caption="rmse/step: 0.29 is pure rounding noise")
+    for column in ("rank", "layer", "op", "rmse/step", "max err/step", "fused layers"):
+        table.add_column(column, justify="right" if "step" in column or column == "rank" else "left")
+    for r in rows:
+        table.add_row(str(r.rank), r.layer, r.op, f"{r.rmse_steps:.3f}",
+                      f"{r.max_abs_steps:.2f}", ", ".join(r.layers))
+    return table

@@ -9,3 +9,60 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from mobilectl.tfenv import import_quietly  # noqa: E402
 
 import_quietly()
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+DIGITS_KNOBS = {"width_multiplier": 0.25, "resolution": 32, "num_classes": 10}
+
+
+def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's handwritten digits (shipped in its wheel) as 32x32 RGB uint8."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images / 16 * 255).round().astype(np.uint8)
+    pixels = np.repeat(np.repeat(pixels, 4, axis=1), 4, axis=2)[..., None].repeat(3, axis=-1)
+    return pixels, digits.target
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """MobileNet V1 0.25 trained for a few epochs on the digits: a model whose weights
+    are not noise, so int8 verification means something. Batch-norm statistics are
+    recomputed on the training set after fitting (momentum 0.999 would need far more
+    steps to settle)."""
+    import keras
+
+    from models_keras import build_model
+
+    pixels, labels = digits_pixels()
+    x = (pixels.astype(np.float32) - 127.5) / 127.5
+    keras.utils.set_random_seed(0)
+    model = build_model("mobilenet_v1", dropout=0.0, **DIGITS_KNOBS)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:1400], labels[:1400], epochs=6, batch_size=64, verbose=0)
+    recalibrate_batch_norm(model, x[:1400])
+    accuracy = float(model.evaluate(x[1400:], labels[1400:], verbose=0)[1])
+    root = tmp_path_factory.mktemp("digits")
+    weights = root / "mobilenet_v1.weights.h5"
+    model.save_weights(weights)
+    calib = root / "digits_calib.npy"
+    np.save(calib, pixels[1400:1700])  # uint8 pixels the model was not trained on
+    return {"knobs": dict(DIGITS_KNOBS), "weights": str(weights), "calib": str(calib),
+            "accuracy": accuracy}
+
+
+def recalibrate_batch_norm(model, x: np.ndarray) -> None:
+    """Set every BN layer's moving statistics to the statistics of ``x``."""
+    import keras
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0
+    model(x, training=True)
+    for bn, momentum in zip(bns, saved):
+        bn.momentum = momentum

@@ -1,0 +1,83 @@
+"""Per-layer quantization sensitivity: which layers add the most error under int8.
+
+TensorFlow's quantization debugger runs the int8 model with every quantized op
+compared against the same op in float, fed the same (dequantized) inputs, so each
+row is the error that op adds by itself. Rows are ranked by RMSE in units of the
+op's output quantization step (``rmse / scale``: about 0.29 for pure rounding noise,
+larger when the quantized op does worse). The Keras layers of each op are recovered
+from TFLite tensor names; naming them in ``--keep-float`` leaves them in float.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+IDEAL_RMSE_STEPS = 1 / math.sqrt(12)  # uniform rounding noise, in quantization steps
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """The error one quantized op adds, with the Keras layers it computes."""
+
+    rank: int
+    layer: str  # the Keras layer to pass to --keep-float
+    layers: tuple[str, ...]
+    op: str
+    rmse_steps: float
+    max_abs_steps: float
+    mean_squared_error: float
+    scale: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def layer_sensitivity(model: Any, calibration: np.ndarray) -> list[LayerSensitivity]:
+    """Rank the int8 model's ops by the error each adds (worst first)."""
+    import tensorflow as tf
+
+    from exporter import tflite
+
+    converter = tflite.make_converter(model, precision="int8", calibration=calibration)
+    with tflite._quiet():  # noqa: SLF001  (the converter prints on stdout)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=tflite.representative(calibration))
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+    rows = [r for r in csv.DictReader(io.StringIO(dump.getvalue())) if float(r["scale"]) > 0]
+    ranked = sorted(rows, key=lambda r: -_steps(r["mean_squared_error"], r["scale"]))
+    known = {layer.name for layer in model.layers}
+    return [_row(i, r, known) for i, r in enumerate(ranked, start=1)]
+
+
+def _steps(mse: str, scale: str) -> float:
+    return math.sqrt(max(float(mse), 0.0)) / float(scale)
+
+
+def _row(rank: int, row: dict[str, str], known: set[str]) -> LayerSensitivity:
+    from exporter.tflite import layer_names_in
+
+    names = tuple(n for n in layer_names_in(row["tensor_name"]) if n in known)
+    convs = [n for n in names if n.endswith((".conv", ".fc", ".reduce", ".expand"))]
+    return LayerSensitivity(
+        rank=rank, layer=(convs or list(names) or [row["tensor_name"]])[-1], layers=names,
+        op=row["op_name"], rmse_steps=_steps(row["mean_squared_error"], row["scale"]),
+        max_abs_steps=float(row["max_abs_error"]) / float(row["scale"]),
+        mean_squared_error=float(row["mean_squared_error"]), scale=float(row["scale"]),
+    )
+
+
+def suggest_keep_float(rows: list[LayerSensitivity], *, top: int = 3,
+                       factor: float = 4.0) -> list[str]:
+    """Layers worth keeping in float: the worst ``top`` whose error is ``factor`` times
+    the rounding-noise floor or more."""
+    worst = [r.layer for r in rows if r.rmse_steps >= factor * IDEAL_RMSE_STEPS]
+    return list(dict.fromkeys(worst))[:top]
+
