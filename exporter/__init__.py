@@ -1,5 +1,4 @@
-"""Keras -> TFLite (``exporter.tflite``) and -> ONNX (``exporter.onnx``).
-
-Float conversion and op listing are here; quantization, verification, metadata and the
-manifest come with the export-pipeline issue (#4).
-"""
+"""Keras -> TFLite and ONNX artifacts: one module per format (``exporter.tflite``,
+``exporter.onnx``), the pipeline stages (``exporter.pipeline``: build or load,
+calibrate, convert, quantize, verify, write) and the files (``exporter.artifacts``:
+names, atomic writes, the manifest)."""

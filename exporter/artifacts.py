@@ -49,16 +49,27 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def prepare_out_dir(out: Path) -> Path:
-    """Create ``out`` if needed and check it is a writable folder."""
+def check_out_dir(out: Path) -> Path:
+    """Check early that ``out`` is, or can be created as, a writable folder, without
+    creating anything (a failed export leaves no trace)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--out {out}: cannot create it ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: not writable; pick a folder you can write to")
+    return out
+
+
+def make_out_dir(out: Path) -> Path:
+    """Create ``out`` (at write time)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create it ({exc.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: not writable; pick a folder you can write to")
     return out
 
 

@@ -329,6 +329,7 @@ def manifest_entry(candidate: Candidate, source: SourceModel, calib: Calibration
 
 def write(out: Path, written: list[tuple[Candidate, dict[str, Any]]]) -> dict[str, Any]:
     """Write each artifact atomically, then the merged manifest."""
+    artifacts.make_out_dir(out)
     for candidate, _ in written:
         artifacts.write_atomic(out / candidate.name, candidate.data)
     return artifacts.update_manifest(out, [entry for _, entry in written])
@@ -349,7 +350,7 @@ def export(target: str, *, knobs: dict[str, Any] | None = None, options: ExportO
     """Run every stage for every requested format; raise VerificationFailed (after
     writing the artifacts that passed) if an enforced check fails."""
     options.validate()
-    out = artifacts.prepare_out_dir(out)
+    artifacts.check_out_dir(out)
     progress(f"build {target}")
     source = build_or_load(target, knobs=knobs, seed=options.seed)
     _check_labels(options, source)

@@ -1,2 +1,3 @@
-"""Post-training quantization (int8 full-integer, fp16, dynamic range) and accuracy
-checks. Not implemented yet: tracked by the export-pipeline issue (#4)."""
+"""Quantization support: calibration and held-out data (``quant.calibration``),
+accuracy checks against the float model (``quant.metrics``: max abs error, cosine,
+SQNR, top-1 agreement) and per-layer int8 sensitivity (``quant.sensitivity``)."""

@@ -1,0 +1,115 @@
+"""The host backend: this machine, one benchmark process per artifact.
+
+- ``.tflite``: LiteRT's own benchmark tool that ships with ai-edge-litert
+  (``python -m ai_edge_litert.tools.benchmark_litert_model ... --result_json=F``).
+- ``.onnx``: onnxruntime in ``python -m device_profiles.ort_bench``, with the same
+  warm-up / runs / threads protocol.
+
+Each process is waited for with ``os.wait4``, which gives that child's own peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device_profiles.measurement import Latency
+from mobilectl.errors import UserError
+
+TIMEOUT_S = 900
+
+
+class BenchmarkFailed(Exception):
+    """A benchmark process failed; the message says which artifact and why."""
+
+
+def _run(argv: list[str], *, timeout: float = TIMEOUT_S) -> tuple[str, str, float]:
+    """Run ``argv``; return stdout, stderr and the child's peak RSS in MB."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                raise BenchmarkFailed(f"timed out after {timeout:.0f}s")
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
+        raise BenchmarkFailed(f"exit code {proc.returncode}: {last[0][:300]}")
+    return stdout, stderr, usage.ru_maxrss / 1024
+
+
+def run_tflite(model: Path, *, threads: int, runs: int, warmup: int) -> dict[str, Any]:
+    """LiteRT's benchmark tool on ``model``; its JSON has ms with two decimals."""
+    with tempfile.TemporaryDirectory(prefix="mobilectl-bench-") as tmp:
+        result = Path(tmp) / "result.json"
+        _, _, peak = _run([sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model",
+                           f"--model={model}", f"--num_threads={threads}",
+                           f"--num_runs={runs}", f"--warmup_runs={warmup}",
+                           f"--result_json={result}"])
+        data = json.loads(result.read_text())
+    lat = data["latency"]
+    latency = Latency(runs=int(lat["num_runs"]), median_ms=float(lat["median_ms"]),
+                      p5_ms=lat.get("p5_ms"), p95_ms=lat.get("p95_ms"),
+                      mean_ms=float(lat["avg_ms"]), std_ms=float(lat["std_ms"]),
+                      min_ms=float(lat["min_ms"]), max_ms=float(lat["max_ms"]))
+    return {"latency": latency, "init_ms": lat.get("init_ms"), "peak_memory_mb": peak,
+            "backend": "litert benchmark_litert_model"}
+
+
+def run_onnx(model: Path, *, threads: int, runs: int, warmup: int) -> dict[str, Any]:
+    """onnxruntime (CPU) in its own process on ``model``."""
+    stdout, _, peak = _run([sys.executable, "-m", "device_profiles.ort_bench", "--model",
+                            str(model), "--threads", str(threads), "--runs", str(runs),
+                            "--warmup", str(warmup)])
+    data = json.loads(stdout)
+    return {"latency": Latency.from_samples(data["samples_ms"]), "init_ms": data["init_ms"],
+            "peak_memory_mb": peak, "backend": "onnxruntime CPU"}
+
+
+def run_artifact(path: Path, *, threads: int, runs: int, warmup: int) -> dict[str, Any]:
+    if path.suffix == ".tflite":
+        return run_tflite(path, threads=threads, runs=runs, warmup=warmup)
+    if path.suffix == ".onnx":
+        return run_onnx(path, threads=threads, runs=runs, warmup=warmup)
+    raise UserError(f"{path}: not a .tflite or .onnx file")
+
+
+def measure_roofline(*, seconds: float = 1.0) -> dict[str, float]:
+    """This machine's float32 peak (a large matmul, GMAC/s) and memory bandwidth
+    (a large copy, GB/s, read + write), best of a few repetitions."""
+    rng = np.random.default_rng(0)
+    n = 1024
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    np.dot(a, b)
+    best = 0.0
+    end = time.monotonic() + seconds / 2
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        np.dot(a, b)
+        best = max(best, n ** 3 / (time.perf_counter() - t0) / 1e9)
+    src = np.ones(64 * 2**20 // 4, dtype=np.float32)
+    dst = np.empty_like(src)
+    bandwidth = 0.0
+    end = time.monotonic() + seconds / 2
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        bandwidth = max(bandwidth, 2 * src.nbytes / (time.perf_counter() - t0) / 1e9)
+    return {"peak_gmacs_fp32": best, "bandwidth_gbs": bandwidth}

@@ -1,0 +1,86 @@
+"""What a latency run measured, the same for every backend."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+NOISY_SPREAD = 0.5  # (p95 - p5) / median above this: the run is flagged noisy
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency statistics in milliseconds."""
+
+    runs: int
+    median_ms: float
+    p5_ms: float | None
+    p95_ms: float | None
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> Latency:
+        values = np.asarray(samples_ms, dtype=np.float64)
+        p5, median, p95 = np.percentile(values, [5, 50, 95])
+        return cls(len(values), float(median), float(p5), float(p95), float(values.mean()),
+                   float(values.std()), float(values.min()), float(values.max()))
+
+    @property
+    def spread(self) -> float | None:
+        """(p95 - p5) / median, the relative dispersion."""
+        if self.p5_ms is None or self.p95_ms is None or self.median_ms <= 0:
+            return None
+        return (self.p95_ms - self.p5_ms) / self.median_ms
+
+    @property
+    def noisy(self) -> bool:
+        spread = self.spread
+        if spread is None:
+            return self.mean_ms > 0 and self.std_ms / self.mean_ms > NOISY_SPREAD / 3
+        return spread > NOISY_SPREAD
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One artifact measured on one device."""
+
+    artifact: str
+    model: str
+    fmt: str
+    precision: str
+    macs: int | None
+    params: int | None
+    size_bytes: int
+    device: str
+    backend: str
+    threads: int
+    delegate: str
+    latency: Latency
+    init_ms: float | None = None
+    peak_memory_mb: float | None = None
+    peak_gmacs: float | None = None  # the profile's roofline for this precision
+
+    @property
+    def gmacs(self) -> float | None:
+        """Achieved GMAC/s at the median latency."""
+        if not self.macs or self.latency.median_ms <= 0:
+            return None
+        return self.macs / (self.latency.median_ms * 1e-3) / 1e9
+
+    @property
+    def roofline_fraction(self) -> float | None:
+        achieved = self.gmacs
+        return None if achieved is None or not self.peak_gmacs else achieved / self.peak_gmacs
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["latency"]["spread"] = self.latency.spread
+        data["latency"]["noisy"] = self.latency.noisy
+        data["gmacs"] = self.gmacs
+        data["roofline_fraction"] = self.roofline_fraction
+        return data
