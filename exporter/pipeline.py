@@ -97,7 +97,7 @@ class SourceModel:
     model: Any
     knobs: dict[str, Any]
     normalization: Normalization
-    macs: int
+    macs: int | None
     params: int
     origin: str  # "registry" or the .keras path
     trained: bool  # False: freshly initialised weights (verification not enforced)
@@ -141,8 +141,6 @@ def build_or_load(target: str, *, knobs: dict[str, Any] | None = None,
     ``safe_mode=True``."""
     import keras
 
-    from models_keras.analysis import analyze_model
-
     keras.utils.clear_session()  # fresh name counters: same names, same bytes
     keras.utils.set_random_seed(seed)
     if "/" in target or Path(target).suffix:
@@ -162,9 +160,22 @@ def build_or_load(target: str, *, knobs: dict[str, Any] | None = None,
         normalization = Normalization(tuple(spec.normalization["mean"]),
                                       tuple(spec.normalization["std"]))
     _check_input(model, target)
-    cost = analyze_model(model)
-    return SourceModel(name, variant, model, spec_knobs, normalization, cost.macs,
-                       cost.params, origin, trained)
+    macs, params = _cost(model)
+    return SourceModel(name, variant, model, spec_knobs, normalization, macs, params, origin,
+                       trained)
+
+
+def _cost(model: Any) -> tuple[int | None, int]:
+    """MACs and params; a layer the FLOPs proxy does not know leaves MACs unknown
+    (a user's model may hold any Keras layer) instead of stopping the export."""
+    from models_keras.analysis import UnsupportedLayerError, analyze_model
+
+    try:
+        cost = analyze_model(model)
+    except UnsupportedLayerError as exc:
+        log.warning("MACs unknown: %s", exc)
+        return None, int(model.count_params())
+    return cost.macs, cost.params
 
 
 def _file_model_name(path: Path) -> str:

@@ -93,7 +93,7 @@ def export_table(entries: list[dict[str, Any]], out: str) -> Table:
                                                                  else " (not enforced)")
         table.add_row(e["path"], e["format"], e["precision"], mebibytes(e["bytes"]),
                       f"{inp['dtype']} {'x'.join(str(d) for d in inp['shape'])}",
-                      millions(e["macs"], 1), f"{_metric_text(e)}: {status}",
+                      millions(e["macs"], 1) if e["macs"] else "-", f"{_metric_text(e)}: {status}",
                       e["sha256"][:12])
     return table
 

@@ -195,3 +195,16 @@ def test_verification_failure_exit_1(digits_model: dict, tmp_path: Path,
                         "1.01", "--out", str(tmp_path)], capsys)
     assert code == 1
     assert "verification failed" in err and "top1_agreement" in err and "below 1.01 by" in err
+
+
+def test_flex_ops_are_refused_and_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import keras
+
+    inputs = keras.Input((32, 32, 3), name="input")
+    resized = keras.layers.Resizing(16, 16, interpolation="bicubic", name="resize")(inputs)
+    keras.Model(inputs, resized, name="bicubic").save(tmp_path / "bicubic.keras")
+    code, _, err = run(["export", str(tmp_path / "bicubic.keras"), "--format", "tflite",
+                        "--out", str(tmp_path / "o")], capsys)
+    line = _error_line(code, err)
+    assert "needs TensorFlow ops outside TFLite's builtins: ResizeBicubic" in line
+    assert not (tmp_path / "o").exists()
