@@ -5,7 +5,7 @@
 - ``.onnx``: onnxruntime in ``python -m device_profiles.ort_bench``, with the same
   warm-up / runs / threads protocol.
 
-Each process is waited for with ``os.wait4``, which gives that child's own peak RSS.
+Each process's peak RSS is its ``VmHWM`` (polled while it runs).
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def _run(argv: list[str], *, timeout: float = TIMEOUT_S) -> tuple[str, str, floa
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err)
         deadline = time.monotonic() + timeout
+        peak_kb = 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            peak_kb = max(peak_kb, _high_water_kb(proc.pid))
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
@@ -52,7 +54,20 @@ def _run(argv: list[str], *, timeout: float = TIMEOUT_S) -> tuple[str, str, floa
     if proc.returncode != 0:
         last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
         raise BenchmarkFailed(f"exit code {proc.returncode}: {last[0][:300]}")
-    return stdout, stderr, usage.ru_maxrss / 1024
+    return stdout, stderr, peak_kb / 1024
+
+
+def _high_water_kb(pid: int) -> int:
+    """VmHWM of a running process (Linux): its own peak RSS since exec. (getrusage's
+    ru_maxrss would count the parent's pages the child had between fork and exec.)"""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def run_tflite(model: Path, *, threads: int, runs: int, warmup: int) -> dict[str, Any]:

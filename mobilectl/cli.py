@@ -240,6 +240,88 @@ def quant_report_cmd(
     out.print(f"suggested: {flags}" if flags else "no layer stands out above rounding noise")
 
 
+@app.command("profile")
+def profile_cmd(
+    targets: Annotated[Optional[list[str]], typer.Argument(metavar="[MODEL_OR_ARTIFACT]...",
+                       help="Registry names, .tflite/.onnx files or a manifest.json "
+                            "(none: the zoo's default variants).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Profile name or a .toml file.")] = "host",
+    serial: Annotated[Optional[list[str]], typer.Option("--serial", help="adb serial (repeatable: "
+                      "several devices in parallel).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1)] = None,
+    runs: Annotated[Optional[int], typer.Option("--runs", min=1)] = None,
+    warmup: Annotated[Optional[int], typer.Option("--warmup", min=0)] = None,
+    delegate: Annotated[str, typer.Option("--delegate", help="cpu, gpu or nnapi.")] = "cpu",
+    precision: Annotated[str, typer.Option("--precision", help="For registry names: int8 or fp32.")] = "fp32",
+    out_dir: Annotated[str, typer.Option("--out", help="Report folder (and exported artifacts).")] = "profile",
+    binary: Annotated[Optional[str], typer.Option("--benchmark-binary",
+                      help="TFLite benchmark_model for the device's ABI.")] = None,
+    adb: Annotated[Optional[str], typer.Option("--adb", help="Path of the adb client.")] = None,
+    adb_server: Annotated[Optional[str], typer.Option("--adb-server", metavar="HOST:PORT",
+                          help="Remote adb server (device farm).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per benchmark run.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure latency on a device and report it next to MACs (rank correlation, plot)."""
+    from pathlib import Path
+
+    from device_profiles.harness import ProfileOptions, profile
+    from mobilectl.render import profile_table
+
+    options = ProfileOptions(device=device, serials=tuple(serial or ()), threads=threads,
+                             runs=runs, warmup=warmup, delegate=delegate, precision=precision,
+                             out=Path(out_dir), benchmark_binary=binary, adb=adb,
+                             adb_server=adb_server, timeout_s=timeout)
+    _quiet_tensorflow()
+    with stage_progress_for(f"profile on {device}") as progress:
+        result = profile(targets or [], options, progress)
+    if as_json:
+        sys.stdout.write(json.dumps(result.summary, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        out.print(profile_table(result.summary))
+        out.print(f"report: {result.summary['report']}")
+    if result.failures:
+        err.print(f"error: {len(result.failures)} failure(s); first: "
+                  f"{_one_line(result.failures[0])}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+@app.command("devices")
+def devices_cmd(
+    adb: Annotated[Optional[str], typer.Option("--adb", help="Path of the adb client.")] = None,
+    adb_server: Annotated[Optional[str], typer.Option("--adb-server", metavar="HOST:PORT")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List adb devices: state, model, ABI and the profile each matches."""
+    from device_profiles.adb import AdbClient
+    from device_profiles.harness import device_rows
+    from mobilectl.render import devices_table
+
+    rows = device_rows(AdbClient(adb=adb, server=adb_server))
+    if as_json:
+        _print_json(rows)
+    else:
+        out.print(devices_table(rows))
+
+
+device_app = typer.Typer(help="Prepare devices for profiling.", no_args_is_help=True)
+app.add_typer(device_app, name="device")
+
+
+@device_app.command("setup")
+def device_setup_cmd(
+    abi: Annotated[str, typer.Option("--abi", help="arm64-v8a, armeabi-v7a, x86_64 or x86.")] = "arm64-v8a",
+    from_path: Annotated[Optional[str], typer.Option("--from", help="Install a local "
+                         "benchmark_model instead of downloading.")] = None,
+    sha256: Annotated[Optional[str], typer.Option("--sha256", help="Expected checksum.")] = None,
+) -> None:
+    """Put TFLite's benchmark_model for ABI in the user cache (download or --from PATH)."""
+    from device_profiles.setup import install_benchmark_binary
+
+    path, digest = install_benchmark_binary(abi, source=from_path, sha256=sha256)
+    out.print(f"{path} sha256={digest}")
+
+
 def stage_progress_for(subject: str):
     from mobilectl.progress import stage_progress
 

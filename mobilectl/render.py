@@ -107,3 +107,40 @@ def sensitivity_table(rows: list[Any], title: str) -> Table:
         table.add_row(str(r.rank), r.layer, r.op, f"{r.rmse_steps:.3f}",
                       f"{r.max_abs_steps:.2f}", ", ".join(r.layers))
     return table
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def profile_table(summary: dict[str, Any]) -> Table:
+    """Per-model latency next to the FLOPs proxy."""
+    table = Table(title=f"latency on {summary['device']}")
+    heads = ("model", "format", "precision", "MACs", "size", "median ms", "p5-p95 ms",
+             "GMAC/s", "% roofline", "peak MB", "")
+    for head in heads:
+        table.add_column(head, justify="left" if head in ("model", "format", "precision", "") else "right")
+    for m in summary["measurements"]:
+        lat = m["latency"]
+        frac = m["roofline_fraction"]
+        table.add_row(m["model"], m["fmt"], m["precision"], millions(m["macs"], 1),
+                      mebibytes(m["size_bytes"]), f"{lat['median_ms']:.3f}",
+                      f"{_num(lat['p5_ms'], '.3f')}-{_num(lat['p95_ms'], '.3f')}",
+                      _num(m["gmacs"], ".2f"), "-" if frac is None else f"{100 * frac:.1f}%",
+                      _num(m["peak_memory_mb"], ".0f"), "noisy" if lat["noisy"] else "")
+    rho = [f"{k}: {v['rho']:.2f}" for k, v in summary["spearman_macs_latency"].items()
+           if v["rho"] is not None]
+    table.caption = "Spearman(MACs, latency) " + ("; ".join(rho) if rho else "n/a (< 3 models)")
+    return table
+
+
+def devices_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="adb devices")
+    for head in ("serial", "state", "model", "product", "ABI", "profile"):
+        table.add_column(head)
+    for r in rows:
+        table.add_row(r["serial"], r["state"], r["model"] or "-", r["product"] or "-",
+                      r["abi"] or "-", r["profile"] or "-")
+    if not rows:
+        table.caption = "no devices: connect one over USB, or 'adb connect HOST:PORT'"
+    return table

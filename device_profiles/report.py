@@ -1,0 +1,122 @@
+"""The profile report: per-model table, MACs-vs-latency rank correlation and plot.
+
+FLOPs alone mispredict speed (Ma et al. 2018, ShuffleNet V2, Sec. 1-2): the report
+puts measured latency next to the MACs proxy, with the Spearman rank correlation
+between them and a labelled scatter plot, on the user's own device.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from device_profiles.measurement import Measurement
+from exporter.artifacts import write_atomic
+
+PLOT_NAME = "latency_vs_macs.png"
+
+
+def groups(measurements: Sequence[Measurement]) -> dict[str, list[Measurement]]:
+    """Measurements by format and precision (latencies compare only within one)."""
+    out: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        out.setdefault(f"{m.fmt} {m.precision}", []).append(m)
+    return out
+
+
+def spearman(measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """Spearman rank correlation of MACs and median latency per group (>= 3 models)."""
+    from scipy.stats import spearmanr
+
+    result = {}
+    for name, items in groups(measurements).items():
+        items = [m for m in items if m.macs]
+        if len(items) < 3:
+            result[name] = {"models": len(items), "rho": None, "p_value": None}
+            continue
+        rho, p = spearmanr([m.macs for m in items], [m.latency.median_ms for m in items])
+        result[name] = {"models": len(items), "rho": float(rho), "p_value": float(p)}
+    return result
+
+
+def plot(measurements: Sequence[Measurement], path: Path, *, device: str) -> Path | None:
+    """Scatter of MACs (x) against median latency (y), p5-p95 bars, one colour per
+    group, every point labelled. None when there is nothing with MACs to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [m for m in measurements if m.macs]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    for name, items in groups(points).items():
+        xs = [m.macs / 1e6 for m in items]
+        ys = [m.latency.median_ms for m in items]
+        lo = [m.latency.median_ms - (m.latency.p5_ms or m.latency.median_ms) for m in items]
+        hi = [(m.latency.p95_ms or m.latency.median_ms) - m.latency.median_ms for m in items]
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=name)
+        for m, x, y in zip(items, xs, ys):
+            ax.annotate(m.model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel("median latency (ms), p5-p95 bars")
+    ax.set_title(f"MACs vs measured latency on {device}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *,
+             device: str, plot_name: str | None, failures: Sequence[str]) -> str:
+    """A Markdown report (fit for a CI job summary)."""
+    lines = [f"# Latency on {device}", "",
+             "| model | format | precision | MACs | params | size | median ms | p5-p95 ms | "
+             "GMAC/s | % roofline | peak MB | noisy |", "|" + "---|" * 12]
+    for m in measurements:
+        lat = m.latency
+        lines.append(
+            f"| {m.model} | {m.fmt} | {m.precision} | {_fmt(m.macs and m.macs / 1e6, '.1f', 'M')} "
+            f"| {_fmt(m.params and m.params / 1e6, '.2f', 'M')} | {m.size_bytes / 2**20:.2f} MiB "
+            f"| {lat.median_ms:.3f} | {_fmt(lat.p5_ms, '.3f')}-{_fmt(lat.p95_ms, '.3f')} "
+            f"| {_fmt(m.gmacs, '.2f')} | {_fmt(m.roofline_fraction and 100 * m.roofline_fraction, '.1f', '%')} "
+            f"| {_fmt(m.peak_memory_mb, '.0f')} | {'yes' if lat.noisy else ''} |")
+    lines += ["", "Spearman rank correlation of MACs and median latency:", ""]
+    for name, c in correlation.items():
+        rho = "n/a (fewer than 3 models)" if c["rho"] is None else f"{c['rho']:.3f} (p={c['p_value']:.3g})"
+        lines.append(f"- {name}: {rho} over {c['models']} models")
+    if plot_name:
+        lines += ["", f"![MACs vs latency]({plot_name})"]
+    if failures:
+        lines += ["", "Failures:", ""] + [f"- {f}" for f in failures]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, measurements: Sequence[Measurement], *, device: str,
+                 failures: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """Write ``profile.json``, ``profile.md`` and the plot under ``out``; return the
+    JSON-ready summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    correlation = spearman(measurements)
+    plotted = plot(measurements, out / PLOT_NAME, device=device)
+    summary = {"device": device, **extra, "measurements": [m.as_dict() for m in measurements],
+               "spearman_macs_latency": correlation, "failures": list(failures),
+               "plot": str(plotted) if plotted else None}
+    write_atomic(out / "profile.json",
+                 (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode())
+    text = markdown(measurements, correlation, device=device,
+                    plot_name=PLOT_NAME if plotted else None, failures=failures)
+    write_atomic(out / "profile.md", text.encode())
+    summary["report"] = str(out / "profile.md")
+    return summary
