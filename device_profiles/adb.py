@@ -110,10 +110,18 @@ class AdbClient:
         done = self.run(["shell", command], serial=serial, timeout=timeout)
         output = done.stdout + done.stderr
         if done.returncode != 0:
-            if LOST.search(output) or not output.strip():
+            if LOST.search(output) or not output.strip() or not self.alive(serial):
                 raise DeviceLost(f"{serial}: device lost ({_last_line(done) or 'no answer'})")
             raise AdbError(f"{serial}: '{argv[0]}' failed ({_last_line(done)})")
         return output
+
+    def alive(self, serial: str) -> bool:
+        """Is the device still there and online (after a failed call)?"""
+        try:
+            done = self.run(["get-state"], serial=serial, timeout=10)
+        except AdbTimeout:
+            return False
+        return done.returncode == 0 and done.stdout.strip() == "device"
 
     def push(self, serial: str, local: Path, remote: str, *, timeout: float | None = None) -> None:
         done = self.run(["push", str(local), remote], serial=serial, timeout=timeout)
@@ -122,7 +130,7 @@ class AdbClient:
             if re.search(r"No space left|ENOSPC", text, re.IGNORECASE):
                 raise AdbError(f"{serial}: no space left on the device for {local.name}; "
                                "free space in /data/local/tmp")
-            if LOST.search(text) or not text.strip():
+            if LOST.search(text) or not text.strip() or not self.alive(serial):
                 raise DeviceLost(f"{serial}: device lost while pushing {local.name}")
             raise AdbError(f"{serial}: push of {local.name} failed ({_last_line(done)})")
 

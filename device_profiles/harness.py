@@ -298,7 +298,12 @@ def _run_on_device(client: Any, device: Any, binary: Path, artifacts: Sequence[A
                 init_ms=parsed.init_ms, peak_memory_mb=parsed.memory_overall_mb,
                 peak_gmacs=profile.roofline.peak(artifact.precision)))
             time.sleep(profile.cooldown_s)
-    except DeviceLost:
+    except DeviceLost as exc:
+        if not any(str(exc) in failure for failure in result.failures):
+            result.failures.append(f"{device.serial}: {exc}")  # lost during setup
+        return result
+    except AdbError as exc:  # setup failed (e.g. no space for the binary): nothing ran
+        result.failures.append(f"{device.serial}: {exc}")
         return result
     finally:
         _cleanup(client, device.serial)

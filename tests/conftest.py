@@ -66,3 +66,6 @@ def recalibrate_batch_norm(model, x: np.ndarray) -> None:
     model(x, training=True)
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
+
+
+from adb_device.fixtures import adb_server, benchmark_binary, connect_device  # noqa: E402,F401

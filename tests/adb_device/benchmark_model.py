@@ -1,0 +1,79 @@
+"""The test device's ``benchmark_model``: runs the pushed .tflite for real on the host
+with LiteRT and prints what TFLite's C++ benchmark tool prints, so the harness parses
+real measurements. Faults come from the device (MOBILECTL_TEST_DEVICE_FAULTS)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def _stats(samples_us: list[float]) -> str:
+    values = np.asarray(samples_us)
+    p5, median, p95 = np.percentile(values, [5, 50, 95])
+    return (f"count={len(values)} first={values[0]:.0f} curr={values[-1]:.0f} "
+            f"min={values.min():.0f} max={values.max():.0f} avg={values.mean():.1f} "
+            f"std={values.std():.0f} p5={p5:.0f} median={median:.0f} p95={p95:.0f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--graph", required=True)
+    parser.add_argument("--num_threads", type=int, default=1)
+    parser.add_argument("--num_runs", type=int, default=50)
+    parser.add_argument("--warmup_runs", type=int, default=1)
+    for flag in ("--use_xnnpack", "--use_gpu", "--use_nnapi"):
+        parser.add_argument(flag, default="false")
+    args = parser.parse_args()
+    print("INFO: STARTING!")
+    print(f"INFO: Graph: [{args.graph}]")
+    print(f"INFO: Num threads: [{args.num_threads}]")
+    if "benchmark_error" in os.environ.get("MOBILECTL_TEST_DEVICE_FAULTS", ""):
+        print("ERROR: Failed to allocate tensors!", flush=True)
+        return 1
+    if not os.path.isfile(args.graph):
+        print(f"ERROR: Could not open '{args.graph}'.")
+        return 1
+    from ai_edge_litert.interpreter import Interpreter
+
+    start = time.perf_counter()
+    interpreter = Interpreter(model_path=args.graph, num_threads=args.num_threads)
+    interpreter.allocate_tensors()
+    init_us = (time.perf_counter() - start) * 1e6
+    print(f"INFO: Loaded model {args.graph}")
+    print(f"INFO: Initialized session in {init_us / 1000:.3f}ms.")
+    detail = interpreter.get_input_details()[0]
+    x = np.zeros(detail["shape"], dtype=detail["dtype"])
+
+    def run(n: int) -> list[float]:
+        samples = []
+        for _ in range(max(n, 1)):
+            t0 = time.perf_counter()
+            interpreter.set_tensor(detail["index"], x)
+            interpreter.invoke()
+            samples.append((time.perf_counter() - t0) * 1e6)
+        return samples
+
+    print("INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds "
+          "but terminate if exceeding 150 seconds.")
+    warm = run(args.warmup_runs)
+    print(f"INFO: {_stats(warm)}")
+    print(f"INFO: Running benchmark for at least {args.num_runs} iterations and at least "
+          "1 seconds but terminate if exceeding 150 seconds.")
+    timed = run(args.num_runs)
+    print(f"INFO: {_stats(timed)}")
+    print(f"INFO: Inference timings in us: Init: {init_us:.0f}, First inference: {warm[0]:.0f}, "
+          f"Warmup (avg): {np.mean(warm):.1f}, Inference (avg): {np.mean(timed):.1f}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("INFO: Memory footprint delta from the start of the tool (MB): "
+          f"init={peak_mb:.4f} overall={peak_mb:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
