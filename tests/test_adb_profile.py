@@ -160,3 +160,20 @@ def test_missing_benchmark_binary_and_adb(connect_device, small_models, tmp_path
     assert "mobilectl device setup --abi arm64-v8a" in err
     code, _, err = run(["devices", "--adb", str(tmp_path / "no-adb")], capsys)
     assert "adb not found" in _error(code, err) and "apt-get install adb" in err
+
+
+def test_remote_adb_server_and_parallel_devices(connect_device, benchmark_binary,
+                                                small_models, tmp_path, capsys) -> None:
+    import os
+
+    first, second = connect_device(), connect_device()
+    server = f"127.0.0.1:{os.environ['ANDROID_ADB_SERVER_PORT']}"
+    code, out, err = run(["devices", "--adb-server", server, "--json"], capsys)
+    assert code == 0 and {first.serial, second.serial} <= {r["serial"] for r in json.loads(out)}
+    code, out, err = run(["profile", "--device", "pixel", "--serial", first.serial, "--serial",
+                          second.serial, "--adb-server", server, "--benchmark-binary",
+                          str(benchmark_binary), "--runs", "3", "--warmup", "1", "--out",
+                          str(tmp_path), "--json", str(small_models[0])], capsys)
+    assert code == 0, err
+    devices = {m["device"] for m in json.loads(out)["measurements"]}
+    assert devices == {f"pixel:{first.serial}", f"pixel:{second.serial}"}
