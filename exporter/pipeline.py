@@ -58,6 +58,7 @@ class ExportOptions:
     labels: tuple[str, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
     seed: int = 0
+    output: str | None = None  # file stem instead of <model>[-<variant>]
 
     def validate(self) -> None:
         """Raise UserError for a bad value or combination, naming what is allowed."""
@@ -235,7 +236,7 @@ def convert_tflite(source: SourceModel, options: ExportOptions,
                           calibration=calib.calibration, io_type=options.io_type,
                           keep_float=options.keep_float)
     data = tflite.embed_metadata(data, metadata_for(source, options, "tflite"))
-    name = artifacts.artifact_name(source.name, source.variant, options.precision, "tflite")
+    name = artifacts.artifact_name(*_stem(source, options, ""), options.precision, "tflite")
     return Candidate("tflite", options.precision, name, data, tflite.io_details(data))
 
 
@@ -267,10 +268,17 @@ def onnx_candidate(source: SourceModel, options: ExportOptions, proto: Any) -> C
     meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True)
             for k, v in metadata_for(source, options, "onnx").items()}
     data = onnx_export.serialize(onnx_export.embed_metadata(proto, meta))
-    variant = "-".join(p for p in (source.variant, "nchw" if options.layout == "nchw" else "") if p)
-    name = artifacts.artifact_name(source.name, variant, options.precision, "onnx")
+    name = artifacts.artifact_name(*_stem(source, options, "nchw" if options.layout == "nchw" else ""),
+                                   options.precision, "onnx")
     return Candidate("onnx", options.precision, name, data, onnx_export.io_details(data),
                      layout=options.layout)
+
+
+def _stem(source: SourceModel, options: ExportOptions, suffix: str) -> tuple[str, str]:
+    """(model, variant) parts of the file name; ``options.output`` replaces both."""
+    if options.output:
+        return options.output, suffix
+    return source.name, "-".join(p for p in (source.variant, suffix) if p)
 
 
 # ---- stage 5: verify -------------------------------------------------------------

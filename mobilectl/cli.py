@@ -322,6 +322,55 @@ def device_setup_cmd(
     out.print(f"{path} sha256={digest}")
 
 
+@app.command("build")
+def build_cmd(
+    spec_file: Annotated[Optional[str], typer.Argument(metavar="[SPEC]",
+                         help="mobilectl.toml or pyproject.toml (default: found here).")] = None,
+    out_dir: Annotated[str, typer.Option("--out", help="Output folder.")] = "dist",
+    cache_dir: Annotated[str, typer.Option("--cache", help="Build cache folder.")] = ".mobilectl-cache",
+    only: Annotated[Optional[list[str]], typer.Option("--only", metavar="NAME",
+                    help="Build only this artifact (repeatable; a CI matrix slice).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel processes.")] = 1,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Build the rest after a failure.")] = False,
+    merge_dirs: Annotated[Optional[list[str]], typer.Option("--merge", metavar="DIR",
+                          help="Join the outputs of several builds into --out.")] = None,
+    serial: Annotated[Optional[list[str]], typer.Option("--serial", help="adb serial for budgets.")] = None,
+    binary: Annotated[Optional[str], typer.Option("--benchmark-binary")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build every artifact of a spec: incremental, reproducible, and a CI gate."""
+    from pathlib import Path
+
+    from exporter.build import build, merge
+    from exporter.spec import find_spec, load_spec
+    from mobilectl.render import build_table
+
+    if merge_dirs:
+        entries = merge([Path(d) for d in merge_dirs], Path(out_dir))
+        out.print(f"merged {len(entries)} artifact(s) into {out_dir}")
+        return
+    spec = load_spec(find_spec(spec_file))
+    budget_options = {k: v for k, v in {"serials": tuple(serial or ()),
+                      "benchmark_binary": binary}.items() if v}
+    with stage_progress_for(f"build {spec.source}") as progress:
+        results = build(spec, out=Path(out_dir), cache=Path(cache_dir), only=tuple(only or ()),
+                        jobs=jobs, keep_going=keep_going, budget_options=budget_options,
+                        progress=progress)
+    rows = [{"artifact": r.job.label, "status": r.status, "error": r.error,
+             "seconds": round(r.seconds, 2), "files": [e["path"] for e in r.entries],
+             "budgets": r.budget_checks or []} for r in results]
+    if as_json:
+        _print_json({"out": out_dir, "summary": str(Path(out_dir) / "summary.md"), "jobs": rows})
+    else:
+        out.print(build_table(rows))
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        err.print(f"error: {len(failed)} artifact(s) failed; first: {failed[0]['artifact']}: "
+                  f"{_one_line(failed[0]['error'] or '')}", markup=False, highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1)
+
+
 def stage_progress_for(subject: str):
     from mobilectl.progress import stage_progress
 

@@ -144,3 +144,13 @@ def devices_table(rows: list[dict[str, Any]]) -> Table:
     if not rows:
         table.caption = "no devices: connect one over USB, or 'adb connect HOST:PORT'"
     return table
+
+
+def build_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="mobilectl build")
+    for head in ("artifact", "status", "seconds", "files", "error"):
+        table.add_column(head, justify="right" if head == "seconds" else "left")
+    for r in rows:
+        table.add_row(r["artifact"], r["status"], f"{r['seconds']:.1f}", ", ".join(r["files"]),
+                      r["error"] or "")
+    return table

@@ -1,0 +1,204 @@
+"""`mobilectl build`: a spec built end to end, reuse, targeted rebuilds, reproducibility,
+the gate, matrix slices and merging, the lock, and spec errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mobilectl.cli import main
+
+TINY = '{ width_multiplier = 0.25, resolution = 32, num_classes = 10 }'
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+def _spec(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "mobilectl.toml"
+    path.write_text(body)
+    return path
+
+
+def _build(tmp_path: Path, capsys, *extra: str) -> tuple[int, dict, str]:
+    code, out, err = run(["build", str(tmp_path / "mobilectl.toml"), "--out",
+                          str(tmp_path / "dist"), "--cache", str(tmp_path / "cache"),
+                          "--json", *extra], capsys)
+    return code, (json.loads(out) if out.strip() else {}), err
+
+
+def _status(data: dict) -> dict[str, str]:
+    return {job["artifact"]: job["status"] for job in data["jobs"]}
+
+
+def _shas(tmp_path: Path) -> dict[str, str]:
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
+    return {a["path"]: a["sha256"] for a in manifest["artifacts"]}
+
+
+def test_build_reuse_targeted_rebuild_and_reproducible(tmp_path: Path, capsys) -> None:
+    spec = f"""
+[defaults]
+formats = ["tflite", "onnx"]
+
+[[artifact]]
+name = "tiny"
+model = "mobilenet_v1"
+knobs = {TINY}
+precisions = ["int8"]
+calib_samples = 8
+
+[[artifact]]
+name = "other"
+model = "mobilenet_v1"
+knobs = {{ width_multiplier = 0.25, resolution = 32, num_classes = 5 }}
+precisions = ["fp32"]
+"""
+    _spec(tmp_path, spec)
+    code, data, err = _build(tmp_path, capsys)
+    assert code == 0, err
+    assert _status(data) == {"tiny/int8": "built", "other/fp32": "built"}
+    first = _shas(tmp_path)
+    assert set(first) == {"mobilenet_v1-w0.25-r32_int8.tflite", "mobilenet_v1-w0.25-r32_int8.onnx",
+                          "mobilenet_v1-w0.25-r32_fp32.tflite", "mobilenet_v1-w0.25-r32_fp32.onnx"}
+    summary = (tmp_path / "dist" / "summary.md").read_text()
+    assert "| tiny/int8 | `mobilenet_v1-w0.25-r32_int8.tflite`" in summary and "2 built" in summary
+
+    code, data, err = _build(tmp_path, capsys)
+    assert code == 0 and _status(data) == {"tiny/int8": "reused", "other/fp32": "reused"}
+    assert "0 built, 2 reused" in (tmp_path / "dist" / "summary.md").read_text()
+
+    _spec(tmp_path, spec.replace("num_classes = 5", "num_classes = 6"))
+    code, data, err = _build(tmp_path, capsys)
+    assert code == 0 and _status(data) == {"tiny/int8": "reused", "other/fp32": "built"}
+
+    _spec(tmp_path, spec)  # back to the first spec, from scratch: the same bytes
+    for folder in ("dist", "cache"):
+        import shutil
+
+        shutil.rmtree(tmp_path / folder)
+    code, data, err = _build(tmp_path, capsys, "--jobs", "2")
+    assert code == 0 and set(_status(data).values()) == {"built"}
+    assert _shas(tmp_path) == first
+
+
+def test_gate_fails_on_verification_and_budget(digits_model: dict, tmp_path: Path,
+                                               capsys) -> None:
+    _spec(tmp_path, f"""
+[[artifact]]
+name = "strict"
+model = "mobilenet_v1"
+knobs = {TINY}
+weights = "{digits_model['weights']}"
+calib = "{digits_model['calib']}"
+calib_samples = 16
+precisions = ["int8"]
+formats = ["tflite"]
+[artifact.thresholds]
+min_sqnr_db = 200
+
+[[artifact]]
+name = "big"
+model = "mobilenet_v1"
+knobs = {TINY}
+formats = ["tflite"]
+[artifact.budgets.host]
+max_size_mb = 0.01
+""")
+    code, data, err = _build(tmp_path, capsys)
+    assert code == 1 and "error: 1 artifact(s) failed; first: strict/int8" in err
+    assert "sqnr_db" in err and "below 200 dB by" in err
+    assert _status(data) == {"strict/int8": "failed"}  # stops at the first failure
+    code, data, err = _build(tmp_path, capsys, "--keep-going")
+    assert code == 1 and _status(data) == {"strict/int8": "failed", "big/fp32": "failed"}
+    big = next(job for job in data["jobs"] if job["artifact"] == "big/fp32")
+    assert "MB > 0.01 MB on host" in big["error"]
+
+
+def test_only_slices_and_merge(tmp_path: Path, capsys) -> None:
+    _spec(tmp_path, f"""
+[[artifact]]
+name = "a"
+model = "mobilenet_v1"
+knobs = {TINY}
+formats = ["tflite"]
+[[artifact]]
+name = "b"
+model = "squeezenet1_1"
+knobs = {{ resolution = 64 }}
+formats = ["tflite"]
+""")
+    spec = str(tmp_path / "mobilectl.toml")
+    for name in ("a", "b"):
+        code, _, err = run(["build", spec, "--only", name, "--out", str(tmp_path / name),
+                            "--cache", str(tmp_path / "cache")], capsys)
+        assert code == 0, err
+    code, out, err = run(["build", "--merge", str(tmp_path / "a"), "--merge", str(tmp_path / "b"),
+                          "--out", str(tmp_path / "all")], capsys)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    assert [a["path"] for a in manifest["artifacts"]] == [
+        "mobilenet_v1-w0.25-r32_fp32.tflite", "squeezenet1_1-r64_fp32.tflite"]
+    code, _, err = run(["build", spec, "--only", "c", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "--only c: no such artifact" in err
+
+
+def test_lock_serialises_builds_into_one_folder(tmp_path: Path) -> None:
+    from exporter.build import locked
+
+    order: list[str] = []
+
+    def second() -> None:
+        with locked(tmp_path, lambda s: order.append("waiting")):
+            order.append("second")
+
+    with locked(tmp_path, lambda s: None):
+        worker = threading.Thread(target=second)
+        worker.start()
+        time.sleep(0.3)
+        order.append("first done")
+    worker.join(timeout=5)
+    assert order == ["waiting", "first done", "second"]
+
+
+@pytest.mark.parametrize("body,message", [
+    ('[[artifact]]\nname = "a"\nmodel = "mobilenet_v1"\nprecison = ["int8"]\n',
+     "unknown key 'artifact[0].precison' (did you mean 'precisions'?)"),
+    ('[[artifact]]\nname = "a"\nmodel = "mobilenet_v1"\nprecisions = ["int4"]\n',
+     "key 'artifact[0].precisions' value 'int4' is not allowed: one of fp32, fp16, dynamic, int8"),
+    ('[[artifact]]\nname = "a"\nmodel = "mobilenet_v1"\noutput = "../evil"\n',
+     "it would write outside --out"),
+    ('[[artifact]]\nname = "a"\nmodel = "mobilenet_v1"\nweights = "nope.h5"\n',
+     "key 'artifact[0].weights' = 'nope.h5': no such file"),
+    ('[[artifact]]\nname = "a"\nmodel = "mobilenet_v1"\n[[artifact]]\nname = "a"\nmodel = "x"\n',
+     "artifact name 'a' is used twice"),
+    ('[[artifact]]\nname = "a"\nmodel = "mobilenet_v1"\n[artifact.budgets.pixl]\nmax_size_mb = 1\n',
+     "unknown device profile (did you mean 'pixel'?)"),
+    ('[defaults]\nformat = ["onnx"]\n[[artifact]]\nname = "a"\nmodel = "m"\n',
+     "unknown key 'defaults.format' (did you mean 'formats'?)"),
+])
+def test_spec_errors_name_file_key_and_allowed(body: str, message: str, tmp_path: Path,
+                                               capsys) -> None:
+    _spec(tmp_path, body)
+    code, out, err = _build(tmp_path, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "mobilectl.toml" in lines[0], err
+    assert message in lines[0]
+    assert not (tmp_path / "dist").exists()
+
+
+def test_pyproject_tool_table(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\n[tool.mobilectl]\n[[tool.mobilectl.artifact]]\n'
+        'name = "a"\nmodel = "mobilenet_v1"\nknobz = {}\n')
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["build"], capsys)
+    assert code == 2 and "unknown key 'tool.mobilectl.artifact[0].knobz'" in err
