@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -119,15 +118,6 @@ def summarise(values: list[float]) -> dict[str, float]:
 
 # ---- accuracy -----------------------------------------------------------------------
 
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    pixels = (data.images / 16 * 255).round().astype(np.uint8)
-    pixels = np.repeat(np.repeat(pixels, 4, axis=1), 4, axis=2)[..., None].repeat(3, axis=-1)
-    return pixels, data.target
-
-
 def accuracy_kept(models: tuple, epochs: int, work: Path) -> list[dict[str, Any]]:
     import keras
 
@@ -136,7 +126,9 @@ def accuracy_kept(models: tuple, epochs: int, work: Path) -> list[dict[str, Any]
     from exporter.pipeline import ExportOptions, export
     from models_keras import build_model
 
-    pixels, labels = digits()
+    from models_keras.training import digits_pixels, recalibrate_batch_norm
+
+    pixels, labels = digits_pixels()
     x = (pixels.astype(np.float32) - 127.5) / 127.5
     train, calib, test = slice(0, 1200), slice(1200, 1400), slice(1400, None)
     np.save(work / "calib.npy", pixels[calib])
@@ -149,7 +141,7 @@ def accuracy_kept(models: tuple, epochs: int, work: Path) -> list[dict[str, Any]
         model.compile(optimizer=keras.optimizers.Adam(3e-3),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(x[train], labels[train], epochs=epochs, batch_size=64, verbose=0)
-        _recalibrate_bn(model, x[train])
+        recalibrate_batch_norm(model, x[train])
         weights = work / f"{name}.weights.h5"
         model.save_weights(weights)
         float_acc = float(np.mean(np.argmax(model.predict(x[test], verbose=0), 1) == labels[test]))
@@ -172,18 +164,6 @@ def _lenient() -> Any:
     from exporter.pipeline import Thresholds
 
     return Thresholds(min_cosine=0.0, min_sqnr_db=-100.0, min_top1=0.0)  # measure, do not gate
-
-
-def _recalibrate_bn(model: Any, x: np.ndarray) -> None:
-    import keras
-
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.momentum = 0.0
-    model(x, training=True)
-    for bn, momentum in zip(bns, saved):
-        bn.momentum = momentum
 
 
 # ---- the run ------------------------------------------------------------------------

@@ -17,16 +17,6 @@ import pytest  # noqa: E402
 DIGITS_KNOBS = {"width_multiplier": 0.25, "resolution": 32, "num_classes": 10}
 
 
-def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's handwritten digits (shipped in its wheel) as 32x32 RGB uint8."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = (digits.images / 16 * 255).round().astype(np.uint8)
-    pixels = np.repeat(np.repeat(pixels, 4, axis=1), 4, axis=2)[..., None].repeat(3, axis=-1)
-    return pixels, digits.target
-
-
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """MobileNet V1 0.25 trained for a few epochs on the digits: a model whose weights
@@ -36,6 +26,7 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import keras
 
     from models_keras import build_model
+    from models_keras.training import digits_pixels, recalibrate_batch_norm
 
     pixels, labels = digits_pixels()
     x = (pixels.astype(np.float32) - 127.5) / 127.5
@@ -53,19 +44,6 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     np.save(calib, pixels[1400:1700])  # uint8 pixels the model was not trained on
     return {"knobs": dict(DIGITS_KNOBS), "weights": str(weights), "calib": str(calib),
             "accuracy": accuracy}
-
-
-def recalibrate_batch_norm(model, x: np.ndarray) -> None:
-    """Set every BN layer's moving statistics to the statistics of ``x``."""
-    import keras
-
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.momentum = 0.0
-    model(x, training=True)
-    for bn, momentum in zip(bns, saved):
-        bn.momentum = momentum
 
 
 from adb_device.fixtures import adb_server, benchmark_binary, connect_device  # noqa: E402,F401

@@ -11,21 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mobilectl.cli import main
+from helpers import error_line, run
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
-
-
-def _error(code: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +96,7 @@ def test_unauthorized_and_offline(connect_device, benchmark_binary, tmp_path, ca
         assert state == fault
         code, _, err = run([*_profile_args(device, benchmark_binary, tmp_path), "x.tflite"],
                            capsys)
-        assert message in _error(code, err) or "no such file" in err
+        assert message in error_line(code, err) or "no such file" in err
 
 
 @pytest.mark.parametrize("fault,message", [
@@ -122,7 +110,7 @@ def test_faults_keep_finished_results(fault: str, message: str, connect_device,
     device = connect_device(fault)
     code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path),
                           *map(str, small_models[:2])], capsys)
-    assert message in _error(code, err)
+    assert message in error_line(code, err)
     report = json.loads((tmp_path / "profile.json").read_text())
     finished = 1 if fault.startswith("drop") else 0
     assert len(report["measurements"]) == finished  # the model before the fault is kept
@@ -136,7 +124,7 @@ def test_slow_device_times_out(connect_device, benchmark_binary, small_models, t
     start = time.monotonic()
     code, _, err = run([*_profile_args(device, benchmark_binary, tmp_path, "--timeout", "2"),
                         str(small_models[0])], capsys)
-    assert "timed out after 2s" in _error(code, err)
+    assert "timed out after 2s" in error_line(code, err)
     assert time.monotonic() - start < 8.0
 
 
@@ -147,7 +135,7 @@ def test_two_devices_need_a_serial(connect_device, benchmark_binary, small_model
     code, _, err = run(["profile", "--device", "pixel", "--benchmark-binary",
                         str(benchmark_binary), str(small_models[0]), "--out", str(tmp_path)],
                        capsys)
-    assert "several devices match profile pixel" in _error(code, err)
+    assert "several devices match profile pixel" in error_line(code, err)
 
 
 def test_missing_benchmark_binary_and_adb(connect_device, small_models, tmp_path, capsys,
@@ -156,10 +144,10 @@ def test_missing_benchmark_binary_and_adb(connect_device, small_models, tmp_path
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code, _, err = run(["profile", "--device", "pixel", "--serial", device.serial,
                         str(small_models[0]), "--out", str(tmp_path)], capsys)
-    assert "no benchmark_model for arm64-v8a" in _error(code, err)
+    assert "no benchmark_model for arm64-v8a" in error_line(code, err)
     assert "mobilectl device setup --abi arm64-v8a" in err
     code, _, err = run(["devices", "--adb", str(tmp_path / "no-adb")], capsys)
-    assert "adb not found" in _error(code, err) and "apt-get install adb" in err
+    assert "adb not found" in error_line(code, err) and "apt-get install adb" in err
 
 
 def test_remote_adb_server_and_parallel_devices(connect_device, benchmark_binary,

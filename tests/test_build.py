@@ -10,16 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mobilectl.cli import main
+from helpers import run
 
 TINY = '{ width_multiplier = 0.25, resolution = 32, num_classes = 10 }'
 
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
 
 
 def _spec(tmp_path: Path, body: str) -> Path:

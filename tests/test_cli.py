@@ -9,16 +9,10 @@ import sys
 import pytest
 
 from mobilectl import __version__
-from mobilectl.cli import main
+from helpers import run
 from models_keras import build_model
 from models_keras.analysis import analyze_model
 
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
 
 
 def test_help_and_version_do_not_import_tensorflow() -> None:

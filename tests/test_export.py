@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import onnx as onnx_export
 from exporter import tflite as tflite_export
 from exporter.pipeline import ExportOptions, Thresholds, VerificationFailed, export
 

@@ -11,23 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobilectl.cli import main
+from helpers import error_line, run
 
 SMALL = ["mobilenet_v1", "-w", "0.25", "-r", "32", "--num-classes", "10"]
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
-
-
-def _error_line(code: int, err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_export_json_on_stdout_progress_on_stderr(digits_model: dict, tmp_path: Path,
@@ -114,7 +102,7 @@ BAD = {
 def test_bad_options(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv, message = BAD[case]
     code, out, err = run([*argv, "--out", str(tmp_path / "o")], capsys)
-    assert message in _error_line(code, err) and out == ""
+    assert message in error_line(code, err) and out == ""
     assert not (tmp_path / "o").exists()
 
 
@@ -137,7 +125,7 @@ def test_bad_calibration_sources(tmp_path: Path, capsys: pytest.CaptureFixture[s
     for source, message in cases:
         code, out, err = run(["export", *SMALL, "--int8", "--calib", source, "--out",
                               str(tmp_path / "o")], capsys)
-        assert message in _error_line(code, err), (source, err)
+        assert message in error_line(code, err), (source, err)
         assert not list((tmp_path / "o").glob("*")) if (tmp_path / "o").exists() else True
 
 
@@ -147,18 +135,18 @@ def test_bad_out_and_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     file = tmp_path / "file.txt"
     file.write_text("x")
     code, _, err = run(["export", *SMALL, "--out", str(file)], capsys)
-    assert "exists and is not a folder" in _error_line(code, err)
+    assert "exists and is not a folder" in error_line(code, err)
     code, _, err = run(["export", *SMALL, "--out", str(file / "sub")], capsys)
-    assert "cannot create it" in _error_line(code, err)
+    assert "cannot create it" in error_line(code, err)
 
     inputs = keras.Input((32, 32, 3))
     unsafe = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
     unsafe.save(tmp_path / "unsafe.keras")
     code, _, err = run(["export", str(tmp_path / "unsafe.keras"), "--out",
                         str(tmp_path / "o")], capsys)
-    assert "cannot be loaded safely" in _error_line(code, err)
+    assert "cannot be loaded safely" in error_line(code, err)
     code, _, err = run(["export", str(tmp_path / "nothere.keras")], capsys)
-    assert "no such file" in _error_line(code, err)
+    assert "no such file" in error_line(code, err)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
@@ -180,11 +168,11 @@ def test_keep_float_unknown_layer_and_labels(digits_model: dict, tmp_path: Path,
     base = ["export", *SMALL, "--weights", digits_model["weights"], "--out", str(tmp_path / "o")]
     code, _, err = run([*base, "--int8", "--keep-float", "stem.convv", "--calib-samples", "4"],
                        capsys)
-    assert "--keep-float stem.convv: no such layer" in _error_line(code, err)
+    assert "--keep-float stem.convv: no such layer" in error_line(code, err)
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\n")
     code, _, err = run([*base, "--labels", str(labels)], capsys)
-    assert "--labels has 2 labels, the model has 10 outputs" in _error_line(code, err)
+    assert "--labels has 2 labels, the model has 10 outputs" in error_line(code, err)
     assert not list((tmp_path / "o").glob("*.tflite"))
 
 
@@ -205,6 +193,6 @@ def test_flex_ops_are_refused_and_named(tmp_path: Path, capsys: pytest.CaptureFi
     keras.Model(inputs, resized, name="bicubic").save(tmp_path / "bicubic.keras")
     code, _, err = run(["export", str(tmp_path / "bicubic.keras"), "--format", "tflite",
                         "--out", str(tmp_path / "o")], capsys)
-    line = _error_line(code, err)
+    line = error_line(code, err)
     assert "needs TensorFlow ops outside TFLite's builtins: ResizeBicubic" in line
     assert not (tmp_path / "o").exists()

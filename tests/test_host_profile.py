@@ -7,16 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
-from mobilectl.cli import main
+from helpers import run
 
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
 
 
 def test_host_profile_of_a_manifest(tmp_path: Path, capsys) -> None:
