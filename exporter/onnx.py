@@ -134,12 +134,40 @@ def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: str = "nhwc",
             # ORT's optimiser renames what it fuses, losing layer names: with layers to
             # keep in float, pre-process without it so the names can be found.
             quant_pre_process(src, pre, skip_optimization=bool(keep_float))
-            exclude = nodes_of_layers(onnx.load(pre), keep_float) if keep_float else None
+            prepared = expand_scalar_biases(onnx.load(pre))  # ORT's fusion makes some
+            onnx.save(prepared, pre)
+            exclude = nodes_of_layers(prepared, keep_float) if keep_float else None
             quantize_static(pre, dst, _Reader(rows, proto.graph.input[0].name),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=exclude)
         return onnx.load(dst)
+
+
+def expand_scalar_biases(proto: Any) -> Any:
+    """Give every Conv and Gemm a per-channel bias: ORT's pre-processing fuses a scalar constant
+    add (hard-sigmoid's +3) into a scalar (0-d) bias, which ONNX broadcasts but ORT's
+    int32 bias quantizer indexes per channel (and fails on). Same numbers, one value per
+    output channel."""
+    from onnx import numpy_helper
+
+    inits = {init.name: init for init in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        bias = numpy_helper.to_array(inits[node.input[2]])
+        weight = inits.get(node.input[1])
+        if bias.ndim == 0 and weight is not None:
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            axis = 0 if node.op_type == "Conv" or trans_b else 1
+            channels = int(weight.dims[axis])
+            expanded = numpy_helper.from_array(np.full(channels, bias, dtype=bias.dtype),
+                                               name=f"{node.input[2]}_per_channel_{channels}")
+            if expanded.name not in inits:
+                proto.graph.initializer.append(expanded)
+                inits[expanded.name] = expanded
+            node.input[2] = expanded.name
+    return proto
 
 
 def quantize_dynamic(proto: Any) -> Any:

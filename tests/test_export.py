@@ -193,3 +193,19 @@ def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
         with pytest.raises(UserError, match=message):
             export("mobilenet_v1", options=replace(ExportOptions(), **fields), out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+FAMILIES = [spec.name for spec in __import__("models_keras.registry", fromlist=["x"]).family_representatives()]
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_int8_export_of_every_family(model: str, tmp_path: Path) -> None:
+    """Full-integer TFLite and QDQ ONNX for one model per family (small input)."""
+    from models_keras.registry import get_model_spec
+
+    res = get_model_spec(model).test_resolution
+    opts = ExportOptions(precision="int8", calib_samples=4, held_out=2)
+    result = export(model, knobs={"resolution": res, "num_classes": 10}, options=opts, out=tmp_path)
+    assert [e["format"] for e in result.entries] == ["tflite", "onnx"]
+    for entry in result.entries:
+        assert entry["verification"]["metrics"]["cosine"] > 0.5  # it runs and means something
