@@ -125,18 +125,20 @@ def accuracy_kept(models: tuple, epochs: int, work: Path) -> list[dict[str, Any]
     from exporter import tflite
     from exporter.pipeline import ExportOptions, export
     from models_keras import build_model
-
+    from models_keras.registry import get_model_spec
     from models_keras.training import digits_pixels, recalibrate_batch_norm
 
-    pixels, labels = digits_pixels()
-    x = (pixels.astype(np.float32) - 127.5) / 127.5
+    pixels32, labels = digits_pixels()
     train, calib, test = slice(0, 1200), slice(1200, 1400), slice(1400, None)
-    np.save(work / "calib.npy", pixels[calib])
     rows = []
     for name, knobs in models:
         log(f"accuracy: train {name} {knobs} for {epochs} epochs")
         keras.utils.set_random_seed(0)
-        knobs = {**knobs, "resolution": 32, "num_classes": 10}
+        res = max(32, int(get_model_spec(name).knob("resolution").minimum))  # SqueezeNet: 64
+        pixels = np.repeat(np.repeat(pixels32, res // 32, axis=1), res // 32, axis=2)
+        x = (pixels.astype(np.float32) - 127.5) / 127.5
+        np.save(work / f"calib-{res}.npy", pixels[calib])
+        knobs = {**knobs, "resolution": res, "num_classes": 10}
         model = build_model(name, dropout=0.0, **knobs)
         model.compile(optimizer=keras.optimizers.Adam(3e-3),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -147,7 +149,7 @@ def accuracy_kept(models: tuple, epochs: int, work: Path) -> list[dict[str, Any]
         float_acc = float(np.mean(np.argmax(model.predict(x[test], verbose=0), 1) == labels[test]))
         out = work / f"acc-{name}"
         result = export(name, knobs={**knobs, "weights": str(weights)},
-                        options=ExportOptions(precision="int8", calib=str(work / "calib.npy"),
+                        options=ExportOptions(precision="int8", calib=str(work / f"calib-{res}.npy"),
                                               calib_samples=150, held_out=16,
                                               thresholds=_lenient()), out=out)
         row = {"model": name, "knobs": knobs, "float_top1": float_acc}
