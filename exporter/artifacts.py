@@ -22,6 +22,8 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 TOOLS = ("mobilectl", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
 EXTENSIONS = {"tflite": "tflite", "onnx": "onnx"}
+#: A plain file name or stem: nothing that could leave the output folder.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def tool_versions() -> dict[str, str]:
@@ -39,7 +41,7 @@ def artifact_name(model: str, variant: str, precision: str, fmt: str) -> str:
     """``<model>[-<variant>]_<precision>.<ext>``, checked to be a plain file name."""
     stem = f"{model}-{variant}" if variant else model
     name = f"{stem}_{precision}.{EXTENSIONS[fmt]}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
         raise UserError(f"artifact name {name!r} is not allowed: letters, digits, '.', '_' "
                         "and '-' only, inside the output folder")
     return name

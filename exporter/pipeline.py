@@ -17,16 +17,15 @@ from typing import Any
 import numpy as np
 
 from exporter import artifacts
+from exporter.onnx import LAYOUTS
+from exporter.tflite import IO_TYPES, PRECISIONS
 from mobilectl import __version__
 from mobilectl.errors import UserError
 from quant.calibration import DEFAULT_WARNING, CalibrationSet, Normalization, load_calibration
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 FORMATS = ("tflite", "onnx")
-IO_TYPES = ("float", "int8", "uint8")
-LAYOUTS = ("nhwc", "nchw")
 QUANTIZED = ("dynamic", "int8")
 Progress = Callable[[str], None]
 

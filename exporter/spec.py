@@ -24,12 +24,12 @@ is allowed. Relative paths are relative to the spec file.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.artifacts import SAFE_NAME
 from exporter.pipeline import FORMATS, IO_TYPES, LAYOUTS, PRECISIONS, Thresholds
 from mobilectl.errors import UserError, nearest
 
@@ -145,7 +145,7 @@ def _artifact(entry: Any, defaults: dict[str, Any], base: Path, src: str,
         return value
 
     name = get("name", str)
-    if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    if not name or not SAFE_NAME.fullmatch(name):
         raise UserError(f"{src}: key '{prefix}name' = {name!r} is not allowed: letters, "
                         "digits, '.', '_', '-'")
     model, keras_file = get("model", str), get("keras", str)
@@ -163,7 +163,7 @@ def _artifact(entry: Any, defaults: dict[str, Any], base: Path, src: str,
     _each(precisions, PRECISIONS, src, f"{prefix}precisions")
     calib = get("calib", str)
     output = get("output", str)
-    if output is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", output) or (
+    if output is not None and not SAFE_NAME.fullmatch(output) or (
             output and ".." in output):
         raise UserError(f"{src}: key '{prefix}output' = {output!r} is not allowed: a plain "
                         "file stem (no '/', no '..'): it would write outside --out")
