@@ -1,8 +1,10 @@
-"""Device profiles: one TOML file per target, shipped as package data.
+"""Device profiles and the latency harness.
 
-Files are read with :mod:`importlib.resources`, so they work from a wheel, an
-editable install or a zip. Validation of the fields and the latency harness that uses
-them come with the profiling work (see the README's roadmap).
+Profiles are one TOML file per target, shipped as package data and read with
+:mod:`importlib.resources` (so they work from a wheel, an editable install or a zip);
+``profile`` validates them. ``host`` and ``adb`` are the backends, ``parse`` reads
+``benchmark_model``'s output, ``measurement`` holds what a run measured, ``harness``
+runs artifacts on a profile's backend and ``report`` writes what it found.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import tomllib
 from importlib import resources
 from typing import Any
 
-from mobilectl.errors import UserError, nearest
+from mobilectl.core.errors import UserError, nearest
 
 
 def profile_names() -> list[str]:

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 
 REMOTE_DIR = "/data/local/tmp/mobilectl"
 DEFAULT_TIMEOUT_S = 30.0

@@ -1,12 +1,12 @@
-"""The latency harness behind ``mobilectl profile``: resolve what to measure (registry
-names are exported first, reusing artifacts the manifest shows are current), pick the
-device(s) the profile matches, run each artifact with warm-up and repeated runs, and
-report real speed next to the FLOPs proxy.
+"""The latency harness: pick the device(s) a profile matches, run each artifact with
+warm-up and repeated runs on the profile's backend (this machine, or a phone over
+adb), and return what was measured. Artifacts are files, described by their manifest
+entry when there is one (``mobilectl.core.manifest``); exporting models to measure is
+the job of the workflows above this package.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_profiles import host
 from device_profiles.adb import REMOTE_DIR as REMOTE
+from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost
 from device_profiles.measurement import Latency, Measurement
-from device_profiles.profile import Profile, all_profiles, load_profile
-from mobilectl.errors import UserError
+from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
+from device_profiles.profile import Profile, Transport, all_profiles, load_profile
+from mobilectl.core.errors import UserError
+from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest
+from mobilectl.core.types import Format, Precision
 
 Progress = Callable[[str], None]
-PRECISIONS = ("fp32", "int8")
 DELEGATE_FLAGS = {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
                   "nnapi": ["--use_nnapi=true"]}
 
@@ -32,10 +36,23 @@ class Artifact:
 
     path: Path
     model: str
-    fmt: str
-    precision: str
+    fmt: Format
+    precision: Precision
     macs: int | None = None
     params: int | None = None
+
+    @classmethod
+    def of_entry(cls, path: Path, entry: ManifestEntry) -> Artifact:
+        """An artifact its manifest entry describes."""
+        return cls(path, entry.label, entry.format, entry.precision, entry.macs, entry.params)
+
+    @classmethod
+    def of_file(cls, path: Path) -> Artifact:
+        """A file with no manifest: format from its suffix, precision from its name."""
+        fmt = Format(path.suffix.lstrip("."))
+        precision = next((p for p in (Precision.INT8, Precision.FP16, Precision.DYNAMIC)
+                          if path.stem.endswith(p)), Precision.FP32)
+        return cls(path, path.stem, fmt, precision)
 
 
 @dataclass(frozen=True)
@@ -46,7 +63,6 @@ class ProfileOptions:
     runs: int | None = None
     warmup: int | None = None
     delegate: str = "cpu"
-    precision: str = "fp32"
     out: Path = Path("profile")
     benchmark_binary: str | None = None
     adb: str | None = None
@@ -64,77 +80,18 @@ class ProfileResult:
 
 # ---- what to measure ---------------------------------------------------------------
 
-def resolve_targets(targets: Sequence[str], *, precision: str, formats: tuple[str, ...],
-                    out: Path, progress: Progress) -> list[Artifact]:
-    """Files, manifests and registry names (exported, or reused when current) ->
-    artifacts. No target: the zoo's default variants (one model per family)."""
-    if not targets:
-        from models_keras.registry import family_representatives
-
-        targets = [spec.name for spec in family_representatives()]
-    found: list[Artifact] = []
-    for target in targets:
-        path = Path(target)
-        if path.name == "manifest.json" or path.suffix in (".tflite", ".onnx"):
-            found += _from_files(path)
-        else:
-            found += _exported(target, precision=precision, formats=formats,
-                               out=out / "artifacts", progress=progress)
-    return found
-
-
-def _from_files(path: Path) -> list[Artifact]:
+def artifacts_of(path: Path) -> list[Artifact]:
+    """A ``.tflite``/``.onnx`` file (described by the manifest beside it, if any) or
+    every artifact of a ``manifest.json``."""
     if not path.is_file():
         raise UserError(f"{path}: no such file; give a registry name, a .tflite/.onnx file "
                         "or a manifest.json")
-    manifest = path if path.name == "manifest.json" else path.parent / "manifest.json"
-    entries = _manifest_entries(manifest)
-    if path.name == "manifest.json":
-        return [_artifact(manifest.parent / e["path"], e) for e in entries.values()]
-    return [_artifact(path, entries.get(path.name))]
-
-
-def _manifest_entries(manifest: Path) -> dict[str, dict[str, Any]]:
-    if not manifest.is_file():
-        return {}
-    from exporter.artifacts import read_manifest
-
-    return {e["path"]: e for e in read_manifest(manifest.parent)["artifacts"]}
-
-
-def _artifact(path: Path, entry: dict[str, Any] | None) -> Artifact:
-    fmt = path.suffix.lstrip(".")
-    if entry is None:
-        stem = path.stem
-        precision = next((p for p in ("int8", "fp16", "dynamic", "fp32") if stem.endswith(p)), "fp32")
-        return Artifact(path, stem, fmt, precision)
-    model = entry["model"] + (f"-{entry['variant']}" if entry.get("variant") else "")
-    return Artifact(path, model, entry["format"], entry["precision"], entry.get("macs"),
-                    entry.get("params"))
-
-
-def _exported(name: str, *, precision: str, formats: tuple[str, ...], out: Path,
-              progress: Progress) -> list[Artifact]:
-    """Export ``name`` at its default knobs, unless the manifest lists current files."""
-    from exporter.artifacts import artifact_name, read_manifest, sha256, tool_versions
-    from exporter.pipeline import ExportOptions, export
-
-    entries = read_manifest(out)["artifacts"] if out.is_dir() else []
-    wanted = {artifact_name(name, "", precision, fmt): fmt for fmt in formats}
-    tools, current = tool_versions(), {}
-    for e in entries:
-        file = out / e["path"]
-        if (e["path"] in wanted and e.get("tools") == tools and e.get("origin") == "registry"
-                and file.is_file() and sha256(file.read_bytes()) == e["sha256"]):
-            current[e["path"]] = e
-    if set(current) != set(wanted):
-        progress(f"export {name} ({precision})")
-        export(name, options=ExportOptions(precision=precision, formats=formats,
-                                           calib_samples=32, held_out=8), out=out)
-        current = {e["path"]: e for e in read_manifest(out)["artifacts"] if e["path"] in wanted}
-    else:
-        progress(f"reuse {name} ({precision}): manifest is current")
-    return [_artifact(out / path, current[path]) for path in sorted(current)]
+    folder = path.parent
+    entries = read_manifest(folder).by_path() if (folder / MANIFEST).is_file() else {}
+    if path.name == MANIFEST:
+        return [Artifact.of_entry(folder / e.path, e) for e in entries.values()]
+    entry = entries.get(path.name)
+    return [Artifact.of_entry(path, entry) if entry else Artifact.of_file(path)]
 
 
 # ---- running ---------------------------------------------------------------------
@@ -155,8 +112,6 @@ def _measurement(artifact: Artifact, *, device: str, backend: str, threads: int,
 def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOptions,
              progress: Progress) -> ProfileResult:
     """Measure on this machine; the roofline is measured in the same run."""
-    from device_profiles import host
-
     threads, runs, warmup = _settings(profile, options)
     progress("measure this machine's peak GMAC/s and memory bandwidth")
     roof = host.measure_roofline()
@@ -168,7 +123,7 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
         except host.BenchmarkFailed as exc:
             result.failures.append(f"{artifact.path.name}: {exc}")
             continue
-        peak = roof["peak_gmacs_fp32"] if artifact.precision != "int8" else None
+        peak = roof["peak_gmacs_fp32"] if artifact.precision != Precision.INT8 else None
         result.measurements.append(_measurement(
             artifact, device="host", backend=done["backend"], threads=threads, delegate="cpu",
             latency=done["latency"], init_ms=done["init_ms"],
@@ -177,10 +132,9 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
     return result
 
 
-def select_devices(client: Any, profile: Profile, serials: Sequence[str]) -> list[Any]:
+def select_devices(client: AdbClient, profile: Profile,
+                   serials: Sequence[str]) -> list[AdbDevice]:
     """The device(s) to use: the given serials, or the one device the profile matches."""
-    from device_profiles.adb import AdbError
-
     devices = client.devices()
     listing = ", ".join(f"{d.serial} ({d.state})" for d in devices) or "none"
     if serials:
@@ -204,9 +158,7 @@ def select_devices(client: Any, profile: Profile, serials: Sequence[str]) -> lis
     raise AdbError(f"no connected device matches profile {profile.name}; connected: {listing}")
 
 
-def _usable(device: Any) -> Any:
-    from device_profiles.adb import AdbError
-
+def _usable(device: AdbDevice) -> AdbDevice:
     if device.state == "unauthorized":
         raise AdbError(f"device {device.serial} is unauthorized: accept the USB debugging "
                        "prompt on the phone (or check the device farm's adb keys), then retry")
@@ -240,15 +192,13 @@ def binary_cache() -> Path:
 def run_adb(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOptions,
             progress: Progress) -> ProfileResult:
     """Measure on the matching device(s) with ``benchmark_model``, several in parallel."""
-    from device_profiles.adb import AdbClient
-
     client = AdbClient(adb=options.adb, server=options.adb_server)
     devices = select_devices(client, profile, options.serials)
     binary = benchmark_binary(profile.abi, options.benchmark_binary)
-    tflite = [a for a in artifacts if a.fmt == "tflite"]
+    tflite = [a for a in artifacts if a.fmt == Format.TFLITE]
     result = ProfileResult(device=profile.name)
     result.failures += [f"{a.path.name}: ONNX runs on the host backend only"
-                        for a in artifacts if a.fmt != "tflite"]
+                        for a in artifacts if a.fmt != Format.TFLITE]
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         parts = list(pool.map(lambda d: _run_on_device(client, d, binary, tflite, profile,
                                                         options, progress), devices))
@@ -258,11 +208,8 @@ def run_adb(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
     return result
 
 
-def _run_on_device(client: Any, device: Any, binary: Path, artifacts: Sequence[Artifact],
+def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts: Sequence[Artifact],
                    profile: Profile, options: ProfileOptions, progress: Progress) -> ProfileResult:
-    from device_profiles.adb import AdbError, DeviceLost
-    from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
-
     threads, runs, warmup = _settings(profile, options)
     timeout = options.timeout_s or max(120.0, 2.0 * (runs + warmup))
     result = ProfileResult(device=device.serial)
@@ -310,41 +257,39 @@ def _run_on_device(client: Any, device: Any, binary: Path, artifacts: Sequence[A
     return result
 
 
-def _cleanup(client: Any, serial: str) -> None:
+def _cleanup(client: AdbClient, serial: str) -> None:
     """Remove what was pushed; a device that is gone has nothing left to clean."""
-    from device_profiles.adb import AdbError
-
     try:
         client.shell(serial, ["rm", "-rf", REMOTE], timeout=15)
     except AdbError:
         pass
 
 
-def profile(targets: Sequence[str], options: ProfileOptions, progress: Progress) -> ProfileResult:
-    """Resolve, measure, report. Failures are collected, not raised, so the results of
-    the models that finished are kept."""
-    prof = load_profile(options.device)
-    if options.precision not in PRECISIONS:
-        raise UserError(f"--precision {options.precision!r} is not allowed: one of "
-                        f"{', '.join(PRECISIONS)}")
-    if options.delegate not in prof.delegates:
-        raise UserError(f"--delegate {options.delegate!r} is not allowed for {prof.name}: "
-                        f"one of {', '.join(prof.delegates)}")
-    formats = ("tflite", "onnx") if prof.transport == "local" else ("tflite",)
-    artifacts = resolve_targets(targets, precision=options.precision, formats=formats,
-                                out=options.out, progress=progress)
-    run = run_host if prof.transport == "local" else run_adb
-    result = run(artifacts, prof, options, progress)
-    from device_profiles.report import write_report
-
-    progress(f"write the report to {options.out}")
-    result.summary = write_report(
-        options.out, result.measurements, device=result.device, failures=result.failures,
-        extra={"profile": prof.name, "profile_source": prof.source, **result.summary})
-    return result
+BACKENDS: dict[Transport, Callable[..., ProfileResult]] = {
+    Transport.LOCAL: run_host, Transport.ADB: run_adb}
 
 
-def device_rows(client: Any) -> list[dict[str, Any]]:
+def check_options(profile: Profile, options: ProfileOptions) -> None:
+    """Options the profile cannot honour are errors before anything runs."""
+    if options.delegate not in profile.delegates:
+        raise UserError(f"--delegate {options.delegate!r} is not allowed for {profile.name}: "
+                        f"one of {', '.join(profile.delegates)}")
+
+
+def formats_for(profile: Profile) -> tuple[Format, ...]:
+    """What the profile's backend runs: both formats here, TFLite on a phone."""
+    return (Format.TFLITE, Format.ONNX) if profile.transport == Transport.LOCAL else (Format.TFLITE,)
+
+
+def measure(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOptions,
+            progress: Progress) -> ProfileResult:
+    """Measure ``artifacts`` on the profile's backend. Failures are collected, not
+    raised, so the results of the artifacts that finished are kept."""
+    check_options(profile, options)
+    return BACKENDS[profile.transport](artifacts, profile, options, progress)
+
+
+def device_rows(client: AdbClient) -> list[dict[str, Any]]:
     """``mobilectl devices``: every adb device with state, model, ABI and profile."""
     profiles = [p for p in all_profiles() if p.transport == "adb"]
     profiles.sort(key=lambda p: p.match.serial == ("*",))  # catch-all profiles last
@@ -355,8 +300,3 @@ def device_rows(client: Any) -> list[dict[str, Any]]:
         rows.append({"serial": d.serial, "state": d.state, "model": d.model,
                      "product": d.product, "abi": d.abi, "profile": match})
     return rows
-
-
-def as_json(result: ProfileResult) -> str:
-    return json.dumps(result.summary, indent=2, sort_keys=True, default=str)
-

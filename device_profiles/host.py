@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from device_profiles.measurement import Latency
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 
 TIMEOUT_S = 900
 

@@ -1,13 +1,12 @@
 """The onnxruntime latency runner, executed in its own process by the host backend
 (``python -m device_profiles.ort_bench``): the same warm-up / runs / threads protocol
-as LiteRT's benchmark tool. Prints one JSON object: per-run times in ms, session
-init time and the process's peak RSS."""
+as LiteRT's benchmark tool. Prints one JSON object: per-run times in ms and the session
+init time (the host backend reads the process's peak RSS itself)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args(argv)
 
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy: loaded after the arguments are checked
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -46,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter_ns()
         session.run(None, feeds)
         samples.append((time.perf_counter_ns() - t0) / 1e6)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    json.dump({"samples_ms": samples, "init_ms": init_ms, "peak_rss_mb": peak_mb}, sys.stdout)
+    json.dump({"samples_ms": samples, "init_ms": init_ms}, sys.stdout)
     return 0
 
 

@@ -14,13 +14,23 @@ import fnmatch
 import re
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from device_profiles import load_profile_data
-from mobilectl.errors import UserError
+from device_profiles import load_profile_data, profile_names
+from mobilectl.core.errors import UserError, nearest
+from mobilectl.core.types import Precision, values
 
-TRANSPORTS = ("local", "adb")
+
+class Transport(StrEnum):
+    """How a profile's device is reached: this machine, or adb."""
+
+    LOCAL = "local"
+    ADB = "adb"
+
+
+TRANSPORTS = values(Transport)
 DELEGATES = ("cpu", "gpu", "nnapi")
 ABIS = ("arm64-v8a", "armeabi-v7a", "x86_64", "x86", "host")
 
@@ -48,15 +58,15 @@ class Roofline:
     bandwidth_gbs: float | None
     source: str
 
-    def peak(self, precision: str) -> float | None:
-        return self.peak_gmacs_int8 if precision == "int8" else self.peak_gmacs_fp32
+    def peak(self, precision: Precision) -> float | None:
+        return self.peak_gmacs_int8 if precision == Precision.INT8 else self.peak_gmacs_fp32
 
 
 @dataclass(frozen=True)
 class Profile:
     name: str
     description: str
-    transport: str
+    transport: Transport
     abi: str
     threads: int
     affinity_mask: str | None
@@ -124,8 +134,6 @@ def validate(data: dict[str, Any], *, source: str) -> Profile:
     flat = _flatten(data)
     for key, value in flat.items():
         if key not in SCHEMA:
-            from mobilectl.errors import nearest
-
             raise UserError(f"{source}: unknown key '{key}'{nearest(key, SCHEMA)}")
         check, allowed = SCHEMA[key]
         if not check(value):
@@ -145,7 +153,7 @@ def _build(flat: dict[str, Any], source: str) -> Profile:
         return float(value) if value else None
 
     return Profile(
-        name=flat["name"], description=flat["description"], transport=flat["transport"],
+        name=flat["name"], description=flat["description"], transport=Transport(flat["transport"]),
         abi=flat["abi"], threads=flat["threads"], affinity_mask=flat.get("affinity_mask"),
         delegates=tuple(flat["delegates"]), warmup=flat["runs.warmup"],
         runs=flat["runs.runs"], cooldown_s=float(flat["runs.cooldown_s"]),
@@ -171,6 +179,5 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 def all_profiles() -> list[Profile]:
-    from device_profiles import profile_names
-
+    """Every bundled profile, validated."""
     return [load_profile(name) for name in profile_names()]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from device_profiles.measurement import Measurement
-from exporter.artifacts import write_atomic
+from mobilectl.core.files import write_atomic
 
 PLOT_NAME = "latency_vs_macs.png"
 

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from device_profiles.harness import binary_cache
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 
 # TensorFlow's published prebuilt benchmark tools (the TFLite performance docs link these).
 URLS = {

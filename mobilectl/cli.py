@@ -2,20 +2,29 @@
 
 Results go to stdout (rich tables, or JSON with ``--json``); logs, progress and errors
 go to stderr. Bad input is one line on stderr and exit code 2, never a traceback.
-TensorFlow is imported only by commands that need it, so ``--help`` is instant.
+The layers below (numpy, TensorFlow) are imported inside the commands that need them,
+each import saying why, so ``--help`` and ``--version`` are instant.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
-from mobilectl import __version__
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError, VerificationFailed
+from mobilectl.core.tfenv import import_quietly
+from mobilectl.core.types import Format, IoType, Layout, Precision, parse
+from mobilectl.core.version import __version__
+from mobilectl.progress import stage_progress
+from mobilectl.render import (
+    build_table, devices_table, export_table, layers_table, models_table, profile_table,
+    sensitivity_table, summary_table,
+)
 
 app = typer.Typer(
     name="mobilectl", no_args_is_help=True, add_completion=False,
@@ -56,8 +65,7 @@ def _print_json(data: Any) -> None:
 
 
 def _quiet_tensorflow() -> None:
-    from mobilectl.tfenv import import_quietly
-
+    """Import TensorFlow now, its native start-up lines silenced (before any Keras use)."""
     import_quietly()
 
 
@@ -68,8 +76,7 @@ _ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "
 @app.command("models")
 def models_cmd(as_json: JsonOpt = False) -> None:
     """List the model zoo: name, variants, input size, paper MACs and params."""
-    from mobilectl.info import model_rows
-    from mobilectl.render import models_table
+    from mobilectl.info import model_rows  # lazy: imports Keras and the zoo
 
     _quiet_tensorflow()
     rows = model_rows()
@@ -88,8 +95,7 @@ def info_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Build MODEL and report the FLOPs proxy: MACs, params, memory traffic, peak memory."""
-    from mobilectl.info import model_info
-    from mobilectl.render import layers_table, summary_table
+    from mobilectl.info import model_info  # lazy: imports Keras and the zoo
 
     given = {k: v for k, v in {"width_multiplier": width_multiplier, "resolution": resolution,
              "groups": groups, "num_classes": num_classes, "include_top": include_top}.items()
@@ -108,12 +114,13 @@ def info_cmd(
 PrecisionFlags = tuple[bool, bool, bool]
 
 
-def _precision(int8: bool, fp16: bool, dynamic: bool) -> str:
-    chosen = [name for name, on in (("int8", int8), ("fp16", fp16), ("dynamic", dynamic)) if on]
+def _precision(int8: bool, fp16: bool, dynamic: bool) -> Precision:
+    chosen = [p for p, on in ((Precision.INT8, int8), (Precision.FP16, fp16),
+                              (Precision.DYNAMIC, dynamic)) if on]
     if len(chosen) > 1:
         raise UserError(f"--{chosen[0]} and --{chosen[1]} exclude each other: pick one "
                         "precision (--int8, --fp16, --dynamic; none means fp32)")
-    return chosen[0] if chosen else "fp32"
+    return chosen[0] if chosen else Precision.FP32
 
 
 def _knobs(**given: Any) -> dict[str, Any]:
@@ -160,28 +167,28 @@ def export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Export MODEL_OR_PATH to TFLite and/or ONNX, verified, with a manifest."""
-    from pathlib import Path
-
-    from exporter.pipeline import ExportOptions, Thresholds, VerificationFailed, export
-    from mobilectl.progress import stage_progress
-    from mobilectl.render import export_table
+    from exporter import formats as format_table  # lazy: pulls numpy
+    from exporter.options import ExportOptions, Thresholds
 
     options = ExportOptions(
         precision=_precision(int8, fp16, dynamic),
-        formats=tuple(f.strip() for f in formats.split(",") if f.strip()),
-        calib=calib, calib_samples=calib_samples, io_type=io_type, layout=layout,
-        keep_float=tuple(keep_float or ()), labels=_read_labels(labels), seed=seed,
+        formats=tuple(parse(Format, f.strip(), flag="--format")
+                      for f in formats.split(",") if f.strip()),
+        calib=calib, calib_samples=calib_samples, io_type=parse(IoType, io_type, flag="--io"),
+        layout=parse(Layout, layout, flag="--layout"), keep_float=tuple(keep_float or ()),
+        labels=_read_labels(labels), seed=seed,
         thresholds=Thresholds(max_abs_error=max_abs_error, max_abs_error_fp16=max_abs_error_fp16,
-                              min_cosine=min_cosine,
-                              min_sqnr_db=min_sqnr, min_top1=min_top1))
-    options.validate()
+                              min_cosine=min_cosine, min_sqnr_db=min_sqnr, min_top1=min_top1))
+    format_table.check(options)
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
-                   num_classes=num_classes, weights=weights)
+                   num_classes=num_classes)
     _quiet_tensorflow()
+    from exporter.pipeline import export  # lazy: imports TensorFlow/Keras
+
     with stage_progress(err, target) as progress:
         try:
-            result = export(target, knobs=knobs, options=options, out=Path(out_dir),
-                            progress=progress)
+            result = export(target, knobs=knobs, weights=weights, options=options,
+                            out=Path(out_dir), progress=progress)
         except VerificationFailed as exc:
             err.print(f"error: verification failed: {_one_line(str(exc))}", markup=False,
                       highlight=False, soft_wrap=True)
@@ -189,7 +196,7 @@ def export_cmd(
     for note in result.warnings:
         err.print(f"warning: {note}", markup=False, highlight=False)
     if as_json:
-        _print_json({"out": str(result.out), "artifacts": result.entries})
+        _print_json({"out": str(result.out), "artifacts": [e.to_dict() for e in result.entries]})
     else:
         out.print(export_table(result.entries, str(result.out)))
 
@@ -210,21 +217,20 @@ def quant_report_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Rank layers by the error they add under int8 (TFLite), and suggest --keep-float."""
-    from exporter.pipeline import ExportOptions, build_or_load, calibrate
-    from mobilectl.render import sensitivity_table
-    from quant.sensitivity import suggest_keep_float
+    from exporter.options import ExportOptions  # lazy: pulls numpy
 
-    options = ExportOptions(precision="int8", calib=calib, calib_samples=calib_samples,
+    options = ExportOptions(precision=Precision.INT8, calib=calib, calib_samples=calib_samples,
                             seed=seed, held_out=1)
     options.validate()
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
-                   num_classes=num_classes, weights=weights)
+                   num_classes=num_classes)
     _quiet_tensorflow()
-    with stage_progress_for(target) as progress:
-        from quant.sensitivity import layer_sensitivity
+    from exporter.pipeline import build_or_load, calibrate  # lazy: imports TensorFlow/Keras
+    from quant.sensitivity import layer_sensitivity, suggest_keep_float
 
+    with stage_progress(err, target) as progress:
         progress(f"build {target}")
-        source = build_or_load(target, knobs=knobs, seed=seed)
+        source = build_or_load(target, knobs=knobs, weights=weights, seed=seed)
         progress("calibrate")
         calib_set = calibrate(source, options)
         progress("quantize and compare every op with float")
@@ -232,7 +238,8 @@ def quant_report_cmd(
     suggestion = suggest_keep_float(rows)
     if as_json:
         _print_json({"model": source.name, "variant": source.variant,
-                     "calibration": calib_set.describe(), "suggest_keep_float": suggestion,
+                     "calibration": calib_set.describe().as_dict(),
+                     "suggest_keep_float": suggestion,
                      "layers": [r.as_dict() for r in rows]})
         return
     out.print(sensitivity_table(rows[:top], f"{source.name} int8 sensitivity"))
@@ -263,18 +270,16 @@ def profile_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure latency on a device and report it next to MACs (rank correlation, plot)."""
-    from pathlib import Path
-
-    from device_profiles.harness import ProfileOptions, profile
-    from mobilectl.render import profile_table
+    from device_profiles.harness import ProfileOptions  # lazy: pulls numpy
+    from mobilectl.profiling import profile
 
     options = ProfileOptions(device=device, serials=tuple(serial or ()), threads=threads,
-                             runs=runs, warmup=warmup, delegate=delegate, precision=precision,
+                             runs=runs, warmup=warmup, delegate=delegate,
                              out=Path(out_dir), benchmark_binary=binary, adb=adb,
                              adb_server=adb_server, timeout_s=timeout)
     _quiet_tensorflow()
-    with stage_progress_for(f"profile on {device}") as progress:
-        result = profile(targets or [], options, progress)
+    with stage_progress(err, f"profile on {device}") as progress:
+        result = profile(targets or [], options, precision=precision, progress=progress)
     if as_json:
         sys.stdout.write(json.dumps(result.summary, indent=2, sort_keys=True, default=str) + "\n")
     else:
@@ -293,9 +298,8 @@ def devices_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List adb devices: state, model, ABI and the profile each matches."""
-    from device_profiles.adb import AdbClient
+    from device_profiles.adb import AdbClient  # lazy: pulls numpy
     from device_profiles.harness import device_rows
-    from mobilectl.render import devices_table
 
     rows = device_rows(AdbClient(adb=adb, server=adb_server))
     if as_json:
@@ -316,7 +320,7 @@ def device_setup_cmd(
     sha256: Annotated[Optional[str], typer.Option("--sha256", help="Expected checksum.")] = None,
 ) -> None:
     """Put TFLite's benchmark_model for ABI in the user cache (download or --from PATH)."""
-    from device_profiles.setup import install_benchmark_binary
+    from device_profiles.setup import install_benchmark_binary  # lazy: pulls numpy
 
     path, digest = install_benchmark_binary(abi, source=from_path, sha256=sha256)
     out.print(f"{path} sha256={digest}")
@@ -339,26 +343,23 @@ def build_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Build every artifact of a spec: incremental, reproducible, and a CI gate."""
-    from pathlib import Path
-
-    from exporter.build import build, merge
-    from exporter.spec import find_spec, load_spec
-    from mobilectl.render import build_table
+    from device_profiles.harness import ProfileOptions  # lazy: pulls numpy
+    from mobilectl.build import build, merge
+    from mobilectl.spec import find_spec, load_spec
 
     if merge_dirs:
         entries = merge([Path(d) for d in merge_dirs], Path(out_dir))
         out.print(f"merged {len(entries)} artifact(s) into {out_dir}")
         return
     spec = load_spec(find_spec(spec_file))
-    budget_options = {k: v for k, v in {"serials": tuple(serial or ()),
-                      "benchmark_binary": binary}.items() if v}
-    with stage_progress_for(f"build {spec.source}") as progress:
+    measure_with = ProfileOptions(serials=tuple(serial or ()), benchmark_binary=binary)
+    with stage_progress(err, f"build {spec.source}") as progress:
         results = build(spec, out=Path(out_dir), cache=Path(cache_dir), only=tuple(only or ()),
-                        jobs=jobs, keep_going=keep_going, budget_options=budget_options,
+                        jobs=jobs, keep_going=keep_going, measure_with=measure_with,
                         progress=progress)
     rows = [{"artifact": r.job.label, "status": r.status, "error": r.error,
-             "seconds": round(r.seconds, 2), "files": [e["path"] for e in r.entries],
-             "budgets": r.budget_checks or []} for r in results]
+             "seconds": round(r.seconds, 2), "files": [e.path for e in r.entries],
+             "budgets": [c.as_dict() for c in r.budget_checks]} for r in results]
     if as_json:
         _print_json({"out": out_dir, "summary": str(Path(out_dir) / "summary.md"), "jobs": rows})
     else:
@@ -369,12 +370,6 @@ def build_cmd(
                   f"{_one_line(failed[0]['error'] or '')}", markup=False, highlight=False,
                   soft_wrap=True)
         raise typer.Exit(1)
-
-
-def stage_progress_for(subject: str):
-    from mobilectl.progress import stage_progress
-
-    return stage_progress(err, subject)
 
 
 def _one_line(message: str) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
+
+from mobilectl.core.manifest import ManifestEntry
 
 
 def millions(value: float | None, digits: int = 2) -> str:
@@ -70,31 +73,31 @@ def layers_table(layers: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _metric_text(entry: dict[str, Any]) -> str:
-    metrics = entry["verification"]["metrics"]
-    if entry["precision"] in ("dynamic", "int8"):
+def _metric_text(entry: ManifestEntry) -> str:
+    metrics = entry.verification.metrics
+    if entry.precision.is_quantized:
         sqnr = metrics["sqnr_db"]
-        sqnr_text = "exact" if sqnr is None else f"{sqnr:.1f} dB"
+        sqnr_text = "exact" if sqnr is None or math.isinf(sqnr) else f"{sqnr:.1f} dB"
         return (f"cos {metrics['cosine']:.4f}, SQNR {sqnr_text}, "
                 f"top-1 {metrics['top1_agreement']:.0%}")
     return f"max abs err {metrics['max_abs_error']:.2e}"
 
 
-def export_table(entries: list[dict[str, Any]], out: str) -> Table:
+def export_table(entries: list[ManifestEntry], out: str) -> Table:
     """One row per written artifact: size, I/O, verification."""
     table = Table(title=f"artifacts in {out}")
     for column in ("artifact", "format", "precision", "size", "input", "MACs", "verification",
                    "sha256"):
         table.add_column(column, justify="right" if column in ("size", "MACs") else "left")
     for e in entries:
-        inp = e["inputs"][0]
-        check = e["verification"]
-        status = ("ok" if check["passed"] else "BELOW LIMIT") + ("" if check["enforced"]
-                                                                 else " (not enforced)")
-        table.add_row(e["path"], e["format"], e["precision"], mebibytes(e["bytes"]),
-                      f"{inp['dtype']} {'x'.join(str(d) for d in inp['shape'])}",
-                      millions(e["macs"], 1) if e["macs"] else "-", f"{_metric_text(e)}: {status}",
-                      e["sha256"][:12])
+        inp = e.io.inputs[0]
+        check = e.verification
+        status = ("ok" if check.passed else "BELOW LIMIT") + ("" if check.enforced
+                                                              else " (not enforced)")
+        table.add_row(e.path, e.format, e.precision, mebibytes(e.bytes),
+                      f"{inp.dtype} {'x'.join(str(d) for d in inp.shape)}",
+                      millions(e.macs, 1) if e.macs else "-", f"{_metric_text(e)}: {status}",
+                      e.sha256[:12])
     return table
 
 

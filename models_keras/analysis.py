@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 
 Shape = tuple[int, ...]
 

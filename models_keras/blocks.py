@@ -8,7 +8,6 @@ show up unchanged in exported graphs, sensitivity reports and per-layer profiles
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import keras
 from keras import layers
@@ -43,7 +42,6 @@ def common_knobs(*, resolution: int = 224, min_resolution: int = 32,
         Knob("include_top", bool, True, help="keep the pooling + classifier head"),
         Knob("dropout", float, 1e-3, minimum=0.0, maximum=0.99,
              help="dropout rate before the classifier"),
-        Knob("weights", str, None, help="path of a local .weights.h5 file to load"),
     )
 
 
@@ -191,7 +189,6 @@ def mbconv_stages(
 def mbconv_network(
     table: tuple[MBConvRow, ...], *, name: str, act: str, stem: int, head: int,
     resolution: int, num_classes: int, include_top: bool, dropout: float,
-    weights: str | None,
 ) -> keras.Model:
     """Stem conv, MBConv stages, 1x1 head conv, classifier (MnasNet, EfficientNet).
     ``act`` serves the convs and the SE reduction; the SE gate is a sigmoid."""
@@ -201,7 +198,7 @@ def mbconv_network(
     x = conv_bn(x, head, 1, act=act, name="head")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name=name, weights=weights)
+    return finish(inputs, x, name=name)
 
 
 def classifier(
@@ -215,29 +212,9 @@ def classifier(
     return layers.Softmax(name=f"{name}.softmax")(x)
 
 
-def finish(
-    inputs: keras.KerasTensor, outputs: keras.KerasTensor, *, name: str,
-    weights: str | None,
-) -> keras.Model:
-    """Wrap the graph in a model and load local weights if a path is given."""
-    model = keras.Model(inputs, outputs, name=name)
-    if weights is not None:
-        load_local_weights(model, weights)
-    return model
-
-
-def load_local_weights(model: keras.Model, path: str) -> None:
-    """Load a local weights file; nothing is ever downloaded."""
-    from mobilectl.errors import UserError
-
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"weights={path} is not a file: give a local .weights.h5 path")
-    try:
-        model.load_weights(file)
-    except Exception as exc:  # keras raises several types for mismatched files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"weights={path} does not fit {model.name}: {first}") from None
+def finish(inputs: keras.KerasTensor, outputs: keras.KerasTensor, *, name: str) -> keras.Model:
+    """Wrap the graph in a model (weights are loaded by the registry, never here)."""
+    return keras.Model(inputs, outputs, name=name)
 
 
 def keras_twin(app: str, **fixed: object):

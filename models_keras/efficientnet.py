@@ -38,11 +38,10 @@ HEAD_CHANNELS = 1280
 )
 def efficientnet_b0(
     *, resolution: int, num_classes: int, include_top: bool, dropout: float,
-    weights: str | None,
 ) -> keras.Model:
     """Build EfficientNet-B0 (keras.applications' input normalisation layers aside)."""
     return mbconv_network(
         TABLE, name="efficientnet_b0", act="swish", stem=STEM_CHANNELS, head=HEAD_CHANNELS,
         resolution=resolution, num_classes=num_classes, include_top=include_top,
-        dropout=dropout, weights=weights,
+        dropout=dropout,
     )

@@ -45,8 +45,7 @@ def effnet_block(x: keras.KerasTensor, bottleneck: int, out: int, *, name: str):
     figures=(PaperFigure((), None, None, source=PAPER + " (no figure pinned)"),),
     description="1x3/3x1 depthwise + separable pooling (CIFAR scale)",
 )
-def effnet(*, resolution: int, num_classes: int, include_top: bool, dropout: float,
-           weights: str | None) -> keras.Model:
+def effnet(*, resolution: int, num_classes: int, include_top: bool, dropout: float) -> keras.Model:
     """Build the CIFAR-scale EffNet (three EffNet blocks, flatten, dense)."""
     inputs = image_input(resolution)
     x = inputs
@@ -58,4 +57,4 @@ def effnet(*, resolution: int, num_classes: int, include_top: bool, dropout: flo
             x = layers.Dropout(dropout, name="classifier.dropout")(x)
         x = layers.Dense(num_classes, name="classifier.fc")(x)
         x = layers.Softmax(name="classifier.softmax")(x)
-    return finish(inputs, x, name="effnet", weights=weights)
+    return finish(inputs, x, name="effnet")

@@ -119,7 +119,7 @@ def down_sampler(x: keras.KerasTensor, out: int, *, receptive_limit: int,
     description="EESP: group 1x1 + dilated depthwise pyramid", test_resolution=32,
 )
 def espnetv2(*, width_multiplier: float, resolution: int, num_classes: int,
-             include_top: bool, dropout: float, weights: str | None) -> keras.Model:
+             include_top: bool, dropout: float) -> keras.Model:
     """Build ESPNetv2 for classification at scale ``width_multiplier``."""
     channels = level_channels(width_multiplier)
     inputs = image_input(resolution)
@@ -138,4 +138,4 @@ def espnetv2(*, width_multiplier: float, resolution: int, num_classes: int,
     x = conv_bn(x, channels[5], 1, groups=BRANCHES, act=ACT, name="head.pw")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="espnetv2", weights=weights)
+    return finish(inputs, x, name="espnetv2")

@@ -55,7 +55,7 @@ def full_layer(x: keras.KerasTensor, filters: int, kernel: int, *, name: str):
 
 
 def cifar_net(*, flattened: bool, name: str, resolution: int, num_classes: int,
-              include_top: bool, dropout: float, weights: str | None) -> keras.Model:
+              include_top: bool, dropout: float) -> keras.Model:
     """Plain stem, then the stage table with flattened (or full 3-D) layers."""
     inputs = image_input(resolution)
     x = full_layer(inputs, STEM[0], STEM[1], name="stem")
@@ -67,7 +67,7 @@ def cifar_net(*, flattened: bool, name: str, resolution: int, num_classes: int,
             x = layers.MaxPooling2D(2, padding="same", name=f"stage{stage}.pool")(x)
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name=name, weights=weights)
+    return finish(inputs, x, name=name)
 
 
 @register_model(

@@ -54,8 +54,7 @@ HEAD_CHANNELS = 1536
 
 
 def mixnet(table: tuple[Row, ...], *, name: str, stem: int, width: float, resolution: int,
-           num_classes: int, include_top: bool, dropout: float,
-           weights: str | None) -> keras.Model:
+           num_classes: int, include_top: bool, dropout: float) -> keras.Model:
     """Build a MixNet from its table; ``width`` multiplies every channel count but the head."""
     inputs = image_input(resolution)
     x = conv_bn(inputs, make_divisible(stem * width), 3, strides=2, name="stem")
@@ -72,7 +71,7 @@ def mixnet(table: tuple[Row, ...], *, name: str, stem: int, width: float, resolu
     x = conv_bn(x, HEAD_CHANNELS, 1, name="head")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name=name, weights=weights)
+    return finish(inputs, x, name=name)
 
 
 def _register(name: str, table: tuple[Row, ...], stem: int, width: float,

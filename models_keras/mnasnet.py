@@ -35,11 +35,10 @@ HEAD_CHANNELS = 1280
 )
 def mnasnet_a1(
     *, resolution: int, num_classes: int, include_top: bool, dropout: float,
-    weights: str | None,
 ) -> keras.Model:
     """Build MnasNet-A1 (ReLU throughout)."""
     return mbconv_network(
         TABLE, name="mnasnet_a1", act="relu", stem=STEM_CHANNELS, head=HEAD_CHANNELS,
         resolution=resolution, num_classes=num_classes, include_top=include_top,
-        dropout=dropout, weights=weights,
+        dropout=dropout,
     )

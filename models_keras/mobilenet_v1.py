@@ -59,7 +59,7 @@ def separable_unit(x: keras.KerasTensor, filters: int, *, strides: int, name: st
 )
 def mobilenet_v1(
     *, width_multiplier: float, resolution: int, num_classes: int, include_top: bool,
-    dropout: float, weights: str | None,
+    dropout: float,
 ) -> keras.Model:
     """Build MobileNet V1 for the given width multiplier and input resolution."""
     inputs = image_input(resolution)
@@ -72,4 +72,4 @@ def mobilenet_v1(
                                name=f"stage{stage}.unit{unit + 1}")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="mobilenet_v1", weights=weights)
+    return finish(inputs, x, name="mobilenet_v1")

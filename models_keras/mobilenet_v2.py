@@ -55,7 +55,7 @@ FIGURES = (
 )
 def mobilenet_v2(
     *, width_multiplier: float, resolution: int, num_classes: int, include_top: bool,
-    dropout: float, weights: str | None,
+    dropout: float,
 ) -> keras.Model:
     """Build MobileNet V2 for the given width multiplier and input resolution."""
     inputs = image_input(resolution)
@@ -72,4 +72,4 @@ def mobilenet_v2(
     x = conv_bn(x, head, 1, act="relu6", name="head")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="mobilenet_v2", weights=weights)
+    return finish(inputs, x, name="mobilenet_v2")

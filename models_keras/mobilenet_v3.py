@@ -74,7 +74,7 @@ def _act(code: str, minimalistic: bool) -> str:
 def mobilenet_v3(
     table: Sequence[Row], *, name: str, hidden: int, width_multiplier: float,
     minimalistic: bool, resolution: int, num_classes: int, include_top: bool,
-    dropout: float, weights: str | None,
+    dropout: float,
 ) -> keras.Model:
     """Build a MobileNet V3 from its per-unit table."""
     inputs = image_input(resolution)
@@ -99,7 +99,7 @@ def mobilenet_v3(
             x = layers.Dropout(dropout, name="classifier.dropout")(x)
         x = layers.Dense(num_classes, name="classifier.fc")(x)
         x = layers.Softmax(name="classifier.softmax")(x)
-    return finish(inputs, x, name=name, weights=weights)
+    return finish(inputs, x, name=name)
 
 
 def _register(name: str, table: tuple[Row, ...], hidden: int, minimalistic: bool,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from mobilectl.errors import UserError, nearest
+from mobilectl.core.errors import UserError, nearest
+from mobilectl.core.manifest import Normalization
 
 #: Family modules imported on first use of the registry (keras is imported with them).
 FAMILY_MODULES: tuple[str, ...] = (
@@ -140,9 +142,7 @@ class ModelSpec:
     keras_twin: Callable[..., Any] | None = None
     description: str = ""
     test_resolution: int = 32
-    normalization: Mapping[str, Any] = field(
-        default_factory=lambda: {"mean": [127.5] * 3, "std": [127.5] * 3}
-    )
+    normalization: Normalization = Normalization()
 
     @property
     def knob_names(self) -> tuple[str, ...]:
@@ -182,7 +182,7 @@ class ModelSpec:
 
     def figure_for(self, knobs: Mapping[str, Any]) -> PaperFigure | None:
         """The paper figure registered for exactly this variant, if any."""
-        ignore = {"dropout", "weights"}
+        ignore = {"dropout"}
         wanted = {k: v for k, v in knobs.items() if k not in ignore}
         for figure in self.figures:
             variant = {**self.defaults(), **dict(figure.knobs)}
@@ -190,9 +190,26 @@ class ModelSpec:
                 return figure
         return None
 
-    def build(self, **given: Any) -> Any:
-        """Build the Keras model for the given knobs (validated first)."""
-        return self.builder(**self.resolve(**given))
+    def build(self, *, weights: str | None = None, **given: Any) -> Any:
+        """Build the Keras model for the given knobs (validated first), then load a
+        local weights file if one is given. Weights are not a knob: they do not change
+        the architecture."""
+        model = self.builder(**self.resolve(**given))
+        if weights is not None:
+            load_weights(model, weights)
+        return model
+
+
+def load_weights(model: Any, path: str) -> None:
+    """Load a local ``.weights.h5`` file into ``model``; nothing is ever downloaded."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--weights {path} is not a file: give a local .weights.h5 path")
+    try:
+        model.load_weights(file)
+    except Exception as exc:  # keras raises several types for mismatched files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--weights {path} does not fit {model.name}: {first}") from None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -209,6 +226,7 @@ def register_model(
     keras_twin: Callable[..., Any] | None = None,
     description: str = "",
     test_resolution: int = 32,
+    normalization: Normalization = Normalization(),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a builder under ``name``; raise DuplicateModelError if taken."""
 
@@ -218,7 +236,7 @@ def register_model(
         _REGISTRY[name] = ModelSpec(
             name=name, family=family, builder=builder, knobs=knobs, paper=paper,
             figures=figures, keras_twin=keras_twin, description=description,
-            test_resolution=test_resolution,
+            test_resolution=test_resolution, normalization=normalization,
         )
         return builder
 
@@ -259,6 +277,6 @@ def get_model_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def build_model(name: str, **knobs: Any) -> Any:
-    """Build a registered model by name with validated knobs."""
-    return get_model_spec(name).build(**knobs)
+def build_model(name: str, *, weights: str | None = None, **knobs: Any) -> Any:
+    """Build a registered model by name with validated knobs (and local weights)."""
+    return get_model_spec(name).build(weights=weights, **knobs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 from models_keras.blocks import classifier, common_knobs, conv_bn, depthwise_bn, finish, image_input
 from models_keras.layers import ChannelShuffle
 from models_keras.registry import Knob, PaperFigure, register_model
@@ -80,7 +80,7 @@ def shuffle_unit(x: keras.KerasTensor, out_channels: int, *, groups: int, stride
 )
 def shufflenet_v1(
     *, groups: int, width_multiplier: float, resolution: int, num_classes: int,
-    include_top: bool, dropout: float, weights: str | None,
+    include_top: bool, dropout: float,
 ) -> keras.Model:
     """Build ShuffleNet V1 with ``groups`` groups at scale ``width_multiplier``."""
     inputs = image_input(resolution)
@@ -94,4 +94,4 @@ def shufflenet_v1(
                              name=f"stage{stage}.unit{unit + 1}")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="shufflenet_v1", weights=weights)
+    return finish(inputs, x, name="shufflenet_v1")

@@ -73,7 +73,7 @@ def shuffle_unit(x: keras.KerasTensor, out_channels: int, *, strides: int, name:
 )
 def shufflenet_v2(
     *, width_multiplier: float, resolution: int, num_classes: int, include_top: bool,
-    dropout: float, weights: str | None,
+    dropout: float,
 ) -> keras.Model:
     """Build ShuffleNet V2 at the given width multiplier (0.5x, 1x, 1.5x, 2x)."""
     *stage_channels, head = STAGE_CHANNELS[width_multiplier]
@@ -87,4 +87,4 @@ def shufflenet_v2(
     x = conv_bn(x, head, 1, name="head")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="shufflenet_v2", weights=weights)
+    return finish(inputs, x, name="shufflenet_v2")

@@ -60,7 +60,6 @@ def fire(x: keras.KerasTensor, squeeze: int, expand1: int, expand3: int, *, name
 def squeezenet(
     stages: tuple[tuple[Fire, ...], ...], *, name: str, stem: tuple[int, int],
     resolution: int, num_classes: int, include_top: bool, dropout: float,
-    weights: str | None,
 ) -> keras.Model:
     """Build SqueezeNet from its fire-module table; ``stem`` is (filters, kernel)."""
     inputs = image_input(resolution)
@@ -77,7 +76,7 @@ def squeezenet(
         x = _conv(x, num_classes, 1, name="classifier")
         x = layers.GlobalAveragePooling2D(name="classifier.pool")(x)
         x = layers.Softmax(name="classifier.softmax")(x)
-    return finish(inputs, x, name=name, weights=weights)
+    return finish(inputs, x, name=name)
 
 
 @register_model(

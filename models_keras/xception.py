@@ -68,8 +68,7 @@ def _stem(x: keras.KerasTensor) -> keras.KerasTensor:
     keras_twin=keras_twin("Xception"), description="depthwise separable everywhere",
     test_resolution=71,
 )
-def xception(*, resolution: int, num_classes: int, include_top: bool, dropout: float,
-             weights: str | None) -> keras.Model:
+def xception(*, resolution: int, num_classes: int, include_top: bool, dropout: float) -> keras.Model:
     """Build Xception (entry, middle and exit flows)."""
     inputs = image_input(resolution)
     x = _stem(inputs)
@@ -86,4 +85,4 @@ def xception(*, resolution: int, num_classes: int, include_top: bool, dropout: f
         x = layers.ReLU(name=f"head.sep{j}.act")(x)
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name="xception", weights=weights)
+    return finish(inputs, x, name="xception")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
+from mobilectl.core.manifest import CalibrationInfo, Normalization
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,11 @@ DEFAULT_WARNING = ("calibrating on scikit-image's sample photographs: they do no
                    "represent your data; pass --calib DIR_OR_NPY for a faithful int8 model")
 
 
-@dataclass(frozen=True)
-class Normalization:
-    """How pixels in 0..255 become model inputs: ``(pixel - mean) / std`` per channel."""
-
-    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
-
-    def apply(self, pixels: np.ndarray) -> np.ndarray:
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
-
-    def as_dict(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
+def normalize(pixels: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """Pixels in 0..255 -> model inputs: ``(pixel - mean) / std`` per channel."""
+    mean = np.asarray(normalization.mean, dtype=np.float32)
+    std = np.asarray(normalization.std, dtype=np.float32)
+    return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -59,9 +51,9 @@ class CalibrationSet:
     held_out: np.ndarray
     skipped: tuple[str, ...] = ()
 
-    def describe(self) -> dict[str, object]:
-        return {"source": self.source, "kind": self.kind,
-                "samples": int(len(self.calibration)), "held_out": int(len(self.held_out))}
+    def describe(self) -> CalibrationInfo:
+        return CalibrationInfo(self.source, self.kind, int(len(self.calibration)),
+                               int(len(self.held_out)))
 
 
 def load_calibration(
@@ -89,7 +81,7 @@ def load_calibration(
                             "of images or a .npy/.npz array")
         else:
             raise UserError(f"--calib {source}: not a folder or a .npy/.npz file")
-    inputs = normalization.apply(pool)
+    inputs = normalize(pool, normalization)
     return CalibrationSet(label, kind, inputs[:samples], inputs[samples:], tuple(skipped))
 
 
@@ -173,7 +165,7 @@ def _array_set(path: Path, resolution: int, normalization: Normalization, sample
                held_out: int) -> CalibrationSet:
     array = load_array(path, resolution)
     if array.dtype == np.uint8:
-        array = normalization.apply(array)
+        array = normalize(array, normalization)
     n_held = min(held_out, max(1, len(array) // 5))
     calib = array[: len(array) - n_held][:samples]
     return CalibrationSet(str(path), "array", calib, array[len(array) - n_held:])

@@ -18,6 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from mobilectl.core.tfenv import quiet_stdout
+from mobilectl.core.types import Precision
+from quant.tflite_quant import layer_names_in, make_converter, representative
+
 IDEAL_RMSE_STEPS = 1 / math.sqrt(12)  # uniform rounding noise, in quantization steps
 
 
@@ -40,14 +44,12 @@ class LayerSensitivity:
 
 def layer_sensitivity(model: Any, calibration: np.ndarray) -> list[LayerSensitivity]:
     """Rank the int8 model's ops by the error each adds (worst first)."""
-    import tensorflow as tf
+    import tensorflow as tf  # heavy: only when a model is analysed
 
-    from exporter import tflite
-
-    converter = tflite.make_converter(model, precision="int8", calibration=calibration)
-    with tflite._quiet():  # noqa: SLF001  (the converter prints on stdout)
+    converter = make_converter(model, precision=Precision.INT8, calibration=calibration)
+    with quiet_stdout():  # the converter prints its settings on stdout
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=tflite.representative(calibration))
+            converter=converter, debug_dataset=representative(calibration))
         debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
@@ -62,8 +64,6 @@ def _steps(mse: str, scale: str) -> float:
 
 
 def _row(rank: int, row: dict[str, str], known: set[str]) -> LayerSensitivity:
-    from exporter.tflite import layer_names_in
-
     names = tuple(n for n in layer_names_in(row["tensor_name"]) if n in known)
     convs = [n for n in names if n.endswith((".conv", ".fc", ".reduce", ".expand"))]
     return LayerSensitivity(

@@ -148,16 +148,16 @@ def accuracy_kept(models: tuple, epochs: int, work: Path) -> list[dict[str, Any]
         model.save_weights(weights)
         float_acc = float(np.mean(np.argmax(model.predict(x[test], verbose=0), 1) == labels[test]))
         out = work / f"acc-{name}"
-        result = export(name, knobs={**knobs, "weights": str(weights)},
+        result = export(name, knobs=knobs, weights=str(weights),
                         options=ExportOptions(precision="int8", calib=str(work / f"calib-{res}.npy"),
                                               calib_samples=150, held_out=16,
                                               thresholds=_lenient()), out=out)
         row = {"model": name, "knobs": knobs, "float_top1": float_acc}
         for entry in result.entries:
-            data = (out / entry["path"]).read_bytes()
-            run = tflite.run if entry["format"] == "tflite" else onnx_export.run
+            data = (out / entry.path).read_bytes()
+            run = tflite.run if entry.format == "tflite" else onnx_export.run
             pred = np.argmax(run(data, x[test]), 1)
-            row[f"{entry['format']}_int8_top1"] = float(np.mean(pred == labels[test]))
+            row[f"{entry.format}_int8_top1"] = float(np.mean(pred == labels[test]))
         rows.append(row)
     return rows
 
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a subset in a few minutes")
     parser.add_argument("--out", default=str(ROOT), help="where BENCHMARKS.md and JSON go")
     args = parser.parse_args()
-    from mobilectl.tfenv import import_quietly
+    from mobilectl.core.tfenv import import_quietly
 
     import_quietly()
     out = Path(args.out)

@@ -17,7 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from mobilectl.tfenv import import_quietly
+    from mobilectl.core.tfenv import import_quietly
 
     import_quietly()
     from exporter import onnx as onnx_export
@@ -28,7 +28,7 @@ def main() -> None:
     for spec in sorted(family_representatives(), key=lambda spec: spec.family):
         family = spec.family
         model = spec.build(resolution=spec.test_resolution, num_classes=10)
-        tflite_ops = sorted(set(tflite_export.op_types(tflite_export.convert_float(model))))
+        tflite_ops = sorted(set(tflite_export.op_types(tflite_export.convert(model))))
         onnx_ops = sorted({op for _, op in onnx_export.op_types(onnx_export.convert(model))})
         rows.append({"family": family, "model": spec.name, "tflite": tflite_ops, "onnx": onnx_ops})
     if args.json:

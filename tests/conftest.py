@@ -6,7 +6,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from mobilectl.tfenv import import_quietly  # noqa: E402
+from mobilectl.core.tfenv import import_quietly  # noqa: E402
 
 import_quietly()
 

@@ -146,7 +146,7 @@ formats = ["tflite"]
 
 
 def test_lock_serialises_builds_into_one_folder(tmp_path: Path) -> None:
-    from exporter.build import locked
+    from mobilectl.build import locked
 
     order: list[str] = []
 

@@ -34,7 +34,7 @@ def test_converts_with_builtin_ops_and_same_numbers(spec: ModelSpec) -> None:
     x = np.random.default_rng(1).uniform(-1, 1, (1, *model.input_shape[1:])).astype("float32")
     expected = np.asarray(model(x, training=False))
 
-    flatbuffer = tflite_export.convert_float(model)
+    flatbuffer = tflite_export.convert(model)
     ops = set(tflite_export.op_types(flatbuffer))
     assert ops <= TFLITE_BUILTINS, f"{spec.name}: unexpected TFLite ops {ops - TFLITE_BUILTINS}"
     np.testing.assert_allclose(tflite_export.run(flatbuffer, x), expected, atol=1e-4)

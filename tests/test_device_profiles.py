@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from device_profiles import load_profile_data, profile_names
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 
 
 def test_host_profile_is_package_data() -> None:

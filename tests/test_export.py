@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 
 from exporter import tflite as tflite_export
+from quant import tflite_quant
 from exporter.pipeline import ExportOptions, Thresholds, VerificationFailed, export
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 
 
 def _export(digits_model: dict, out: Path, **options) -> list[dict]:
-    knobs = {**digits_model["knobs"], "weights": digits_model["weights"]}
+    knobs, weights = digits_model["knobs"], digits_model["weights"]
     opts = ExportOptions(calib=digits_model["calib"], calib_samples=48, **options)
-    return export("mobilenet_v1", knobs=knobs, options=opts, out=out).entries
+    result = export("mobilenet_v1", knobs=knobs, weights=weights, options=opts, out=out)
+    return [e.to_dict() for e in result.entries]
 
 
 def test_trained_model_learned_something(digits_model: dict) -> None:
@@ -58,7 +60,7 @@ def test_int8_tflite_is_integer_end_to_end(digits_model: dict, tmp_path: Path) -
                       labels=tuple(str(d) for d in range(10)))
     tfl = next(e for e in entries if e["format"] == "tflite")
     data = (tmp_path / tfl["path"]).read_bytes()
-    ops = tflite_export.op_details(data)
+    ops = tflite_quant.op_details(data)
     assert "QUANTIZE" not in {o["op_name"] for o in ops} and "DEQUANTIZE" not in {
         o["op_name"] for o in ops}
     assert _float_op_outputs(data) == []  # every op computes in int8
@@ -123,7 +125,7 @@ def test_keep_float_leaves_named_layers_in_float(digits_model: dict, tmp_path: P
     entries = _export(digits_model, tmp_path, precision="int8", keep_float=("stem.conv",))
     tfl = next(e for e in entries if e["format"] == "tflite")
     data = (tmp_path / tfl["path"]).read_bytes()
-    floats = [op for op in tflite_export.op_details(data)
+    floats = [op for op in tflite_quant.op_details(data)
               if any("stem.conv" in name for name in op["output_names"])]
     assert floats and _float_op_outputs(data)  # the stem computes in float now
     proto = _load_onnx(tmp_path / next(e["path"] for e in entries if e["format"] == "onnx"))
@@ -157,8 +159,8 @@ def test_sensitivity_ranks_layers_worst_first(digits_model: dict) -> None:
     from exporter.pipeline import build_or_load, calibrate
     from quant.sensitivity import IDEAL_RMSE_STEPS, layer_sensitivity
 
-    knobs = {**digits_model["knobs"], "weights": digits_model["weights"]}
-    source = build_or_load("mobilenet_v1", knobs=knobs)
+    knobs, weights = digits_model["knobs"], digits_model["weights"]
+    source = build_or_load("mobilenet_v1", knobs=knobs, weights=weights)
     calib = calibrate(source, ExportOptions(precision="int8", calib=digits_model["calib"],
                                             calib_samples=32))
     rows = layer_sensitivity(source.model, calib.calibration)
@@ -175,13 +177,13 @@ def test_random_init_is_reported_not_enforced(tmp_path: Path) -> None:
                          thresholds=Thresholds(min_sqnr_db=200.0))
     result = export("squeezenet1_1", knobs={"resolution": 64}, options=opts, out=tmp_path)
     entry = result.entries[0]
-    assert entry["weights"] == "random-init" and entry["verification"]["enforced"] is False
-    assert entry["calibration"]["kind"] == "default"
+    assert entry.weights == "random-init" and entry.verification.enforced is False
+    assert entry.calibration.kind == "default"
     assert any("do not represent your data" in w for w in result.warnings)
 
 
 def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
-    from mobilectl.errors import UserError
+    from mobilectl.core.errors import UserError
 
     bad = [
         (dict(io_type="int8"), "--io int8 needs --int8"),
@@ -206,6 +208,6 @@ def test_int8_export_of_every_family(model: str, tmp_path: Path) -> None:
     res = get_model_spec(model).test_resolution
     opts = ExportOptions(precision="int8", calib_samples=4, held_out=2)
     result = export(model, knobs={"resolution": res, "num_classes": 10}, options=opts, out=tmp_path)
-    assert [e["format"] for e in result.entries] == ["tflite", "onnx"]
+    assert [e.format for e in result.entries] == ["tflite", "onnx"]
     for entry in result.entries:
-        assert entry["verification"]["metrics"]["cosine"] > 0.5  # it runs and means something
+        assert entry.verification.metrics["cosine"] > 0.5  # it runs and means something

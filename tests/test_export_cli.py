@@ -42,11 +42,12 @@ def test_export_table_and_cli_matches_library_bytes(digits_model: dict, tmp_path
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "mobilenet_v1-w0.25-r32_fp32.tflite" in done.stdout and "ok" in done.stdout
-    knobs = {**digits_model["knobs"], "weights": digits_model["weights"]}
-    lib = export("mobilenet_v1", knobs=knobs, options=ExportOptions(), out=tmp_path / "lib")
+    knobs, weights = digits_model["knobs"], digits_model["weights"]
+    lib = export("mobilenet_v1", knobs=knobs, weights=weights, options=ExportOptions(),
+                 out=tmp_path / "lib")
     for entry in lib.entries:
-        cli_bytes = (tmp_path / "cli" / entry["path"]).read_bytes()
-        assert cli_bytes == (tmp_path / "lib" / entry["path"]).read_bytes(), entry["path"]
+        cli_bytes = (tmp_path / "cli" / entry.path).read_bytes()
+        assert cli_bytes == (tmp_path / "lib" / entry.path).read_bytes(), entry.path
 
 
 def test_quant_report_json(digits_model: dict, capsys: pytest.CaptureFixture[str]) -> None:

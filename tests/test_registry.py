@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 from models_keras import registry
 from models_keras.registry import DuplicateModelError, Knob, get_model_spec, list_models
 

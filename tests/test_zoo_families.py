@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from mobilectl.errors import UserError
+from mobilectl.core.errors import UserError
 from models_keras import build_model
 from models_keras.analysis import analyze_model
 from models_keras.layers import ChannelShuffle, ChannelSplit, GroupConv2D

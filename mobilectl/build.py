@@ -2,17 +2,20 @@
 
 Each job (one spec entry at one precision) has a cache key that hashes everything that
 determines its files: the model definition (the zoo's source, or the .keras file),
-knobs, the weights file, the calibration data, the options, the tool versions. A job
-whose key is in the build cache is copied from it, not reconverted. Builds into one
-output folder take a lock, and the manifest is merged atomically.
+knobs, the weights file, the calibration data, exactly the export options the job
+uses, the tool versions. A job whose key is in the build cache is copied from it, not
+reconverted. Builds into one output folder take a lock, and the manifest is merged
+atomically. Latency budgets are measured with the profile harness.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
+import multiprocessing
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,41 +25,70 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from exporter import artifacts
-from exporter.spec import ArtifactSpec, Budget, BuildSpec
-from mobilectl.errors import UserError
+import exporter
+import models_keras
+import quant
+from device_profiles.harness import Artifact, ProfileOptions, measure
+from device_profiles.profile import load_profile
+from exporter.options import ExportOptions
+from mobilectl.core.errors import UserError, VerificationFailed, nearest
+from mobilectl.core.files import check_out_dir, sha256, tool_versions, write_atomic
+from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest, update_manifest
+from mobilectl.core.tfenv import import_quietly
+from mobilectl.core.types import Format, Precision
+from mobilectl.spec import ArtifactSpec, Budget, BuildSpec
+from quant.calibration import IMAGE_SUFFIXES
 
 Progress = Callable[[str], None]
 LOCK_NAME = ".mobilectl.lock"
 SUMMARY = "summary.md"
+ENTRIES = "entries.json"
 
 
 @dataclass(frozen=True)
 class Job:
     spec: ArtifactSpec
-    precision: str
+    precision: Precision
 
     @property
     def label(self) -> str:
         return f"{self.spec.name}/{self.precision}"
+
+    @property
+    def options(self) -> ExportOptions:
+        return self.spec.options_for(self.precision)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """One artifact's size or latency against a budget."""
+
+    artifact: str
+    profile: str
+    metric: str  # "size_mb" or "latency_ms"
+    value: float | None  # None: not measured (no device)
+    limit: float
+    ok: bool
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
 class JobResult:
     job: Job
     status: str  # built, reused, failed
-    entries: list[dict[str, Any]]
+    entries: list[ManifestEntry]
     error: str | None = None
     seconds: float = 0.0
-    budget_checks: list[dict[str, Any]] | None = None
+    budget_checks: list[BudgetCheck] = dataclasses.field(default_factory=list)
 
 
 def jobs_of(spec: BuildSpec, only: Sequence[str] = ()) -> list[Job]:
     names = [a.name for a in spec.artifacts]
     for name in only:
         if name not in names:
-            from mobilectl.errors import nearest
-
             raise UserError(f"--only {name}: no such artifact in {spec.source}"
                             f"{nearest(name, names)}; artifacts: {', '.join(names)}")
     return [Job(a, p) for a in spec.artifacts if not only or a.name in only for p in a.precisions]
@@ -85,30 +117,22 @@ def _hash_tree(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
 
 def _code_hash() -> str:
     """The source that shapes artifacts: the zoo, the exporter, quantization."""
-    import exporter
-    import models_keras
-    import quant
-
     return hashlib.sha256("".join(_hash_tree(Path(m.__file__).parent, (".py",))
                                   for m in (models_keras, exporter, quant)).encode()).hexdigest()
 
 
 def cache_key(job: Job) -> str:
-    """sha256 over everything that determines the job's files."""
+    """sha256 over everything that determines the job's files (the options: exactly
+    those the job exports with)."""
     spec = job.spec
-    model = Path(spec.model)
     parts = {
         "code": _code_hash(),
-        "model": _hash_tree(model) if model.suffix == ".keras" else spec.model,
-        "knobs": {k: v for k, v in spec.knobs.items() if k != "weights"},
-        "weights": _hash_tree(Path(spec.knobs["weights"])) if spec.knobs.get("weights") else None,
-        "calib": _calib_hash(spec.calib),
-        "labels": _hash_tree(Path(spec.labels)) if spec.labels else None,
-        "options": {"precision": job.precision, "formats": list(spec.formats),
-                    "calib_samples": spec.calib_samples, "io": spec.io, "layout": spec.layout,
-                    "keep_float": list(spec.keep_float), "thresholds": spec.thresholds.__dict__,
-                    "output": spec.output, "seed": spec.seed},
-        "tools": artifacts.tool_versions(),
+        "model": _hash_tree(Path(spec.model)) if spec.is_file else spec.model,
+        "knobs": spec.knobs,
+        "weights": _hash_tree(Path(spec.weights)) if spec.weights else None,
+        "calib": _calib_hash(job.options.calib),
+        "options": dataclasses.asdict(job.options),
+        "tools": tool_versions(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -116,33 +140,14 @@ def cache_key(job: Job) -> str:
 def _calib_hash(calib: str | None) -> str:
     if calib is None:
         return f"default scikit-image {metadata.version('scikit-image')}"
-    from quant.calibration import IMAGE_SUFFIXES
-
     path = Path(calib)
     return _hash_tree(path, IMAGE_SUFFIXES if path.is_dir() else None)
 
 
 # ---- one job -------------------------------------------------------------------------
 
-def export_options(job: Job) -> Any:
-    from exporter.pipeline import ExportOptions
-
-    spec = job.spec
-    labels = ()
-    if spec.labels:
-        labels = tuple(x.strip() for x in Path(spec.labels).read_text().splitlines() if x.strip())
-    io = spec.io if job.precision == "int8" else "float"
-    return ExportOptions(precision=job.precision, formats=spec.formats, calib=spec.calib,
-                         calib_samples=spec.calib_samples, io_type=io, layout=spec.layout,
-                         keep_float=spec.keep_float if job.precision == "int8" else (),
-                         labels=labels, thresholds=spec.thresholds, seed=spec.seed,
-                         output=spec.output)
-
-
 def run_job(job: Job, cache: Path) -> JobResult:
     """Build one job into the cache (or find it there). Runs in a worker process."""
-    from exporter.pipeline import VerificationFailed, export
-
     start = time.monotonic()
     key = cache_key(job)
     slot = cache / key
@@ -150,15 +155,16 @@ def run_job(job: Job, cache: Path) -> JobResult:
     if entries is not None:
         return JobResult(job, "reused", entries, seconds=time.monotonic() - start)
     staging = cache / f".{key}.{int(time.time() * 1e6)}.tmp"
-    from mobilectl.tfenv import import_quietly
-
     import_quietly()  # only a job that really exports pays for TensorFlow
+    from exporter.pipeline import export  # heavy: imports TensorFlow/Keras
+
     try:
-        knobs = job.spec.knobs if not job.spec.model.endswith(".keras") else None
-        result = export(job.spec.model, knobs=knobs, options=export_options(job), out=staging)
-        entries = [{**e, "cache_key": key, "artifact": job.spec.name} for e in result.entries]
-        artifacts.write_atomic(staging / "entries.json", json.dumps(entries, indent=2).encode())
-        (staging / artifacts.MANIFEST).unlink(missing_ok=True)
+        result = export(job.spec.model, knobs=None if job.spec.is_file else job.spec.knobs,
+                        weights=job.spec.weights, options=job.options, out=staging)
+        entries = [e.with_build(cache_key=key, artifact=job.spec.name) for e in result.entries]
+        write_atomic(staging / ENTRIES, json.dumps([e.to_dict() for e in entries],
+                                                   indent=2).encode())
+        (staging / MANIFEST).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             staging.rename(slot)  # another builder may have won the race: same bytes
         return JobResult(job, "built", entries, seconds=time.monotonic() - start)
@@ -169,14 +175,14 @@ def run_job(job: Job, cache: Path) -> JobResult:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _cached_entries(slot: Path) -> list[dict[str, Any]] | None:
-    index = slot / "entries.json"
+def _cached_entries(slot: Path) -> list[ManifestEntry] | None:
+    index = slot / ENTRIES
     if not index.is_file():
         return None
-    entries = json.loads(index.read_text())
+    entries = [ManifestEntry.from_dict(e) for e in json.loads(index.read_text())]
     for e in entries:
-        file = slot / e["path"]
-        if not file.is_file() or artifacts.sha256(file.read_bytes()) != e["sha256"]:
+        file = slot / e.path
+        if not file.is_file() or sha256(file.read_bytes()) != e.sha256:
             return None
     return entries
 
@@ -200,11 +206,12 @@ def locked(out: Path, progress: Progress) -> Iterator[None]:
 
 
 def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
-          jobs: int = 1, keep_going: bool = False, budget_options: dict[str, Any] | None = None,
+          jobs: int = 1, keep_going: bool = False, measure_with: ProfileOptions | None = None,
           progress: Progress = lambda s: None) -> list[JobResult]:
     """Build (or reuse) every job, copy the files into ``out``, merge the manifest,
-    check budgets, write the summary. Stops at the first failure unless keep_going."""
-    artifacts.check_out_dir(out)
+    check budgets (latency measured with ``measure_with``'s adb settings), write the
+    summary. Stops at the first failure unless keep_going."""
+    check_out_dir(out)
     todo = jobs_of(spec, only)
     cache.mkdir(parents=True, exist_ok=True)
     results: list[JobResult] = []
@@ -213,7 +220,7 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
             results.append(result)
             if result.status != "failed":
                 _publish(result, cache, out)
-                _check_budgets(result, out, budget_options or {}, progress)
+                _check_budgets(result, out, measure_with or ProfileOptions(), progress)
         write_summary(out, results)
     return results
 
@@ -228,8 +235,6 @@ def _run_all(todo: list[Job], cache: Path, jobs: int, keep_going: bool,
             if result.status == "failed" and not keep_going:
                 return
         return
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         progress(f"{len(todo)} jobs on {jobs} processes")
@@ -247,60 +252,53 @@ def _run_all(todo: list[Job], cache: Path, jobs: int, keep_going: bool,
 def _publish(result: JobResult, cache: Path, out: Path) -> None:
     """Copy the job's files from the cache into ``out`` (atomically) and merge the
     manifest."""
-    slot = cache / result.entries[0]["cache_key"]
+    slot = cache / result.entries[0].cache_key
     for entry in result.entries:
-        target = out / entry["path"]
-        if not target.is_file() or artifacts.sha256(target.read_bytes()) != entry["sha256"]:
-            artifacts.write_atomic(target, (slot / entry["path"]).read_bytes())
-    entries = [{**e, "build": result.status} for e in result.entries]
-    artifacts.update_manifest(out, entries)
+        target = out / entry.path
+        if not target.is_file() or sha256(target.read_bytes()) != entry.sha256:
+            write_atomic(target, (slot / entry.path).read_bytes())
+    update_manifest(out, [e.with_build(build=result.status) for e in result.entries])
 
 
-def _check_budgets(result: JobResult, out: Path, options: dict[str, Any],
+def _check_budgets(result: JobResult, out: Path, measure_with: ProfileOptions,
                    progress: Progress) -> None:
     """Size and latency budgets per device profile; a miss fails the job."""
-    checks = []
-    for budget in result.job.spec.budgets:
-        for entry in result.entries:
-            checks += _budget_checks(budget, entry, out, options, progress)
+    checks = [check for budget in result.job.spec.budgets for entry in result.entries
+              for check in _budget_checks(budget, entry, out, measure_with, progress)]
     result.budget_checks = checks
-    broken = [c["text"] for c in checks if not c["ok"]]
+    broken = [c.text for c in checks if not c.ok]
     if broken:
         result.status, result.error = "failed", "; ".join(broken)
 
 
-def _budget_checks(budget: Budget, entry: dict[str, Any], out: Path, options: dict[str, Any],
-                   progress: Progress) -> list[dict[str, Any]]:
+def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path,
+                   measure_with: ProfileOptions, progress: Progress) -> list[BudgetCheck]:
     checks = []
-    size_mb = entry["bytes"] / 2**20
+    size_mb = entry.bytes / 2**20
     if budget.max_size_mb is not None:
-        checks.append({"artifact": entry["path"], "profile": budget.profile, "metric": "size_mb",
-                       "value": size_mb, "limit": budget.max_size_mb,
-                       "ok": size_mb <= budget.max_size_mb,
-                       "text": f"{entry['path']}: {size_mb:.2f} MB > {budget.max_size_mb} MB "
-                               f"on {budget.profile}"})
-    if budget.max_latency_ms is not None and (entry["format"] == "tflite" or budget.profile == "host"):
-        median = _measure(out / entry["path"], budget.profile, options, progress)
-        checks.append({"artifact": entry["path"], "profile": budget.profile,
-                       "metric": "latency_ms", "value": median, "limit": budget.max_latency_ms,
-                       "ok": median is not None and median <= budget.max_latency_ms,
-                       "text": f"{entry['path']}: median {median if median is None else round(median, 3)} ms "
-                               f"> {budget.max_latency_ms} ms on {budget.profile}"})
+        checks.append(BudgetCheck(entry.path, budget.profile, "size_mb", size_mb,
+                                  budget.max_size_mb, size_mb <= budget.max_size_mb,
+                                  f"{entry.path}: {size_mb:.2f} MB > {budget.max_size_mb} MB "
+                                  f"on {budget.profile}"))
+    if budget.max_latency_ms is not None and (entry.format == Format.TFLITE or budget.profile == "host"):
+        median = _measure(out / entry.path, entry, budget.profile, measure_with, progress)
+        shown = "not measured" if median is None else f"{median:.3f} ms"
+        checks.append(BudgetCheck(entry.path, budget.profile, "latency_ms", median,
+                                  budget.max_latency_ms,
+                                  median is not None and median <= budget.max_latency_ms,
+                                  f"{entry.path}: median {shown} > {budget.max_latency_ms} ms "
+                                  f"on {budget.profile}"))
     return checks
 
 
-def _measure(path: Path, profile_name: str, options: dict[str, Any],
+def _measure(path: Path, entry: ManifestEntry, profile_name: str, measure_with: ProfileOptions,
              progress: Progress) -> float | None:
-    from device_profiles.harness import Artifact, ProfileOptions, run_adb, run_host
-    from device_profiles.profile import load_profile
-
+    """The median latency of one artifact on a profile's device (None if it could not
+    be measured: the reason is shown as progress)."""
     profile = load_profile(profile_name)
-    fmt = path.suffix.lstrip(".")
-    art = Artifact(path, path.stem, fmt, "fp32")
-    opts = replace(ProfileOptions(device=profile_name), **options)
-    run = run_host if profile.transport == "local" else run_adb
+    options = replace(measure_with, device=profile_name)
     try:
-        result = run([art], profile, opts, progress)
+        result = measure([Artifact.of_entry(path, entry)], profile, options, progress)
     except UserError as exc:
         progress(f"latency budget on {profile_name}: {exc}")
         return None
@@ -315,45 +313,48 @@ def write_summary(out: Path, results: Sequence[JobResult]) -> Path:
     for r in results:
         if not r.entries:
             lines.append(f"| {r.job.label} | - | - | - | - | - | **failed**: {r.error} |")
-        for e in r.entries:
-            metrics = e["verification"]["metrics"]
-            check = ("ok" if e["verification"]["passed"] else "below limit") + (
-                "" if e["verification"]["enforced"] else " (not enforced)")
-            key = "cosine" if e["precision"] in ("int8", "dynamic") else "max_abs_error"
-            budgets = "; ".join(
-                f"{c['profile']} {c['metric']} {c['value'] if c['value'] is None else round(c['value'], 2)}"
-                f"/{c['limit']} {'ok' if c['ok'] else 'BROKEN'}"
-                for c in (r.budget_checks or []) if c["artifact"] == e["path"]) or "-"
-            status = r.status if r.status != "failed" else f"**failed**: {r.error}"
-            macs = f"{e['macs'] / 1e6:.1f}M" if e.get("macs") else "-"
-            lines.append(f"| {r.job.label} | `{e['path']}` | {e['bytes'] / 2**20:.2f} MiB | {macs} "
-                         f"| {key} {metrics[key]} {check} | {budgets} | {status} |")
+        lines += [_summary_row(r, e) for e in r.entries]
     built = sum(r.status == "built" for r in results)
     reused = sum(r.status == "reused" for r in results)
     failed = sum(r.status == "failed" for r in results)
     lines += ["", f"{built} built, {reused} reused, {failed} failed."]
     path = out / SUMMARY
-    artifacts.write_atomic(path, ("\n".join(lines) + "\n").encode())
+    write_atomic(path, ("\n".join(lines) + "\n").encode())
     return path
 
 
-def merge(dirs: Sequence[Path], out: Path) -> list[dict[str, Any]]:
+def _summary_row(r: JobResult, e: ManifestEntry) -> str:
+    check = e.verification
+    verdict = ("ok" if check.passed else "below limit") + ("" if check.enforced else " (not enforced)")
+    key = check.headline
+    value = check.as_dict()["metrics"].get(key)
+    budgets = "; ".join(
+        f"{c.profile} {c.metric} {c.value if c.value is None else round(c.value, 2)}"
+        f"/{c.limit} {'ok' if c.ok else 'BROKEN'}"
+        for c in r.budget_checks if c.artifact == e.path) or "-"
+    status = r.status if r.status != "failed" else f"**failed**: {r.error}"
+    macs = f"{e.macs / 1e6:.1f}M" if e.macs else "-"
+    return (f"| {r.job.label} | `{e.path}` | {e.bytes / 2**20:.2f} MiB | {macs} "
+            f"| {key} {value} {verdict} | {budgets} | {status} |")
+
+
+def merge(dirs: Sequence[Path], out: Path) -> list[ManifestEntry]:
     """Join the outputs of matrix jobs: copy their files, merge their manifests. The
     same file name with different bytes is an error."""
-    artifacts.check_out_dir(out)
-    entries: dict[str, dict[str, Any]] = {}
+    check_out_dir(out)
+    found: dict[str, tuple[ManifestEntry, Path]] = {}
     for folder in dirs:
-        manifest = artifacts.read_manifest(folder)
-        if not manifest["artifacts"]:
+        manifest = read_manifest(folder)
+        if not manifest.artifacts:
             raise UserError(f"--merge {folder}: no manifest.json with artifacts")
-        for e in manifest["artifacts"]:
-            seen = entries.get(e["path"])
-            if seen and seen["sha256"] != e["sha256"]:
-                raise UserError(f"--merge: {e['path']} differs between inputs "
-                                f"({seen['sha256'][:12]} vs {e['sha256'][:12]})")
-            entries[e["path"]] = {**e, "_from": folder}
+        for e in manifest.artifacts:
+            seen = found.get(e.path)
+            if seen and seen[0].sha256 != e.sha256:
+                raise UserError(f"--merge: {e.path} differs between inputs "
+                                f"({seen[0].sha256[:12]} vs {e.sha256[:12]})")
+            found[e.path] = (e, folder)
     with locked(out, lambda s: None):
-        for e in entries.values():
-            artifacts.write_atomic(out / e["path"], (e.pop("_from") / e["path"]).read_bytes())
-        artifacts.update_manifest(out, list(entries.values()))
-    return list(entries.values())
+        for entry, folder in found.values():
+            write_atomic(out / entry.path, (folder / entry.path).read_bytes())
+        update_manifest(out, [entry for entry, _ in found.values()])
+    return [entry for entry, _ in found.values()]

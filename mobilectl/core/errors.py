@@ -19,3 +19,7 @@ def nearest(word: str, candidates: Iterable[str]) -> str:
     """Return a ``" (did you mean 'x'?)"`` suffix for the closest candidate, or ``""``."""
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+class VerificationFailed(Exception):
+    """An artifact is below a verification threshold (exit code 1, not bad input)."""

@@ -25,13 +25,18 @@ is allowed. Relative paths are relative to the spec file.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from exporter.artifacts import SAFE_NAME
-from exporter.pipeline import FORMATS, IO_TYPES, LAYOUTS, PRECISIONS, Thresholds
-from mobilectl.errors import UserError, nearest
+from device_profiles import profile_names
+from exporter import formats as format_table
+from exporter.options import ExportOptions, Thresholds
+from mobilectl.core.errors import UserError, nearest
+from mobilectl.core.files import is_safe_name
+from mobilectl.core.types import Format, IoType, Layout, Precision, values
 
 ARTIFACT_KEYS = {"name", "model", "keras", "knobs", "weights", "formats", "precisions",
                  "calib", "calib_samples", "io", "layout", "keep_float", "labels",
@@ -39,6 +44,7 @@ ARTIFACT_KEYS = {"name", "model", "keras", "knobs", "weights", "formats", "preci
 DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "output", "labels"}
 THRESHOLD_KEYS = {"max_abs_error", "max_abs_error_fp16", "min_cosine", "min_sqnr_db", "min_top1"}
 BUDGET_KEYS = {"max_latency_ms", "max_size_mb"}
+E = TypeVar("E", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -50,23 +56,27 @@ class Budget:
 
 @dataclass(frozen=True)
 class ArtifactSpec:
-    """One entry of the spec: a model, how to export it, what it must satisfy."""
+    """One entry of the spec: a model, how to export it, what it must satisfy.
+
+    ``options`` is the export options template every job of this entry starts from;
+    a job sets its precision (:meth:`options_for`).
+    """
 
     name: str
     model: str  # registry name or .keras path (absolute)
     knobs: dict[str, Any]
-    formats: tuple[str, ...]
-    precisions: tuple[str, ...]
-    calib: str | None = None
-    calib_samples: int = 64
-    io: str = "float"
-    layout: str = "nhwc"
-    keep_float: tuple[str, ...] = ()
-    labels: str | None = None
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    precisions: tuple[Precision, ...]
+    options: ExportOptions
+    weights: str | None = None
     budgets: tuple[Budget, ...] = ()
-    output: str | None = None
-    seed: int = 0
+
+    @property
+    def is_file(self) -> bool:
+        return self.model.endswith(".keras")
+
+    def options_for(self, precision: Precision) -> ExportOptions:
+        """The options a job at ``precision`` exports with: exactly those it uses."""
+        return replace(self.options, precision=precision).used()
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def _artifact(entry: Any, defaults: dict[str, Any], base: Path, src: str,
         return value
 
     name = get("name", str)
-    if not name or not SAFE_NAME.fullmatch(name):
+    if not name or not is_safe_name(name):
         raise UserError(f"{src}: key '{prefix}name' = {name!r} is not allowed: letters, "
                         "digits, '.', '_', '-'")
     model, keras_file = get("model", str), get("keras", str)
@@ -155,33 +165,46 @@ def _artifact(entry: Any, defaults: dict[str, Any], base: Path, src: str,
     knobs = dict(get("knobs", dict, {}))
     if keras_file and knobs:
         raise UserError(f"{src}: key '{prefix}knobs': knobs apply to registry models only")
-    if get("weights", str):
-        knobs["weights"] = str(_path(base, merged["weights"], src, f"{prefix}weights"))
-    formats = tuple(get("formats", list, list(FORMATS)))
-    precisions = tuple(get("precisions", list, ["fp32"]))
-    _each(formats, FORMATS, src, f"{prefix}formats")
-    _each(precisions, PRECISIONS, src, f"{prefix}precisions")
-    calib = get("calib", str)
+    weights = get("weights", str)
+    precisions = tuple(_each(get("precisions", list, ["fp32"]), Precision, src, f"{prefix}precisions"))
+    options = _options(get, base, src, prefix)
+    for precision in precisions:
+        _checked(replace(options, precision=precision).used(), src, name)
+    return ArtifactSpec(
+        name=name, model=model or str(_path(base, keras_file, src, f"{prefix}keras")),
+        knobs=knobs, precisions=precisions, options=options,
+        weights=str(_path(base, weights, src, f"{prefix}weights")) if weights else None,
+        budgets=_budgets(get("budgets", dict, {}), src, f"{prefix}budgets."))
+
+
+def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> ExportOptions:
+    """The export options template of one entry (its precision set per job)."""
     output = get("output", str)
-    if output is not None and not SAFE_NAME.fullmatch(output) or (
-            output and ".." in output):
+    if output is not None and not is_safe_name(output):
         raise UserError(f"{src}: key '{prefix}output' = {output!r} is not allowed: a plain "
                         "file stem (no '/', no '..'): it would write outside --out")
-    io, layout = get("io", str, "float"), get("layout", str, "nhwc")
-    _each((io,), IO_TYPES, src, f"{prefix}io")
-    _each((layout,), LAYOUTS, src, f"{prefix}layout")
-    return ArtifactSpec(
-        name=name,
-        model=model or str(_path(base, keras_file, src, f"{prefix}keras")),
-        knobs=knobs, formats=formats, precisions=precisions,
+    calib, labels = get("calib", str), get("labels", str)
+    return ExportOptions(
+        formats=tuple(_each(get("formats", list, list(values(Format))), Format, src, f"{prefix}formats")),
         calib=str(_path(base, calib, src, f"{prefix}calib")) if calib else None,
-        calib_samples=get("calib_samples", int, 64), io=io, layout=layout,
+        calib_samples=get("calib_samples", int, 64),
+        io_type=_each([get("io", str, "float")], IoType, src, f"{prefix}io")[0],
+        layout=_each([get("layout", str, "nhwc")], Layout, src, f"{prefix}layout")[0],
         keep_float=tuple(get("keep_float", list, [])),
-        labels=str(_path(base, merged["labels"], src, f"{prefix}labels")) if merged.get("labels") else None,
+        labels=_labels(_path(base, labels, src, f"{prefix}labels")) if labels else (),
         thresholds=_thresholds(get("thresholds", dict, {}), src, f"{prefix}thresholds."),
-        budgets=_budgets(get("budgets", dict, {}), src, f"{prefix}budgets."),
-        output=output, seed=get("seed", int, 0),
-    )
+        output=output, seed=get("seed", int, 0))
+
+
+def _checked(options: ExportOptions, src: str, name: str) -> None:
+    try:
+        format_table.check(options)
+    except UserError as exc:
+        raise UserError(f"{src}: artifact '{name}' ({options.precision}): {exc}") from None
+
+
+def _labels(path: Path) -> tuple[str, ...]:
+    return tuple(x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip())
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -190,13 +213,15 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _each(values: tuple[Any, ...], allowed: tuple[str, ...], src: str, key: str) -> None:
-    for value in values:
-        if value not in allowed:
-            raise UserError(f"{src}: key '{key}' value {value!r} is not allowed: one of "
-                            f"{', '.join(allowed)}")
-    if not values:
-        raise UserError(f"{src}: key '{key}' is empty: one or more of {', '.join(allowed)}")
+def _each(given: list[Any] | tuple[Any, ...], kind: type[E], src: str, key: str) -> list[E]:
+    """Each value as a member of ``kind``; an error names the key and the bad value."""
+    allowed = ", ".join(values(kind))
+    if not given:
+        raise UserError(f"{src}: key '{key}' is empty: one or more of {allowed}")
+    bad = [v for v in given if v not in values(kind)]
+    if bad:
+        raise UserError(f"{src}: key '{key}' value {bad[0]!r} is not allowed: one of {allowed}")
+    return [kind(v) for v in given]
 
 
 def _path(base: Path, value: str, src: str, key: str) -> Path:
@@ -215,8 +240,6 @@ def _thresholds(table: dict[str, Any], src: str, prefix: str) -> Thresholds:
 
 
 def _budgets(table: dict[str, Any], src: str, prefix: str) -> tuple[Budget, ...]:
-    from device_profiles import profile_names
-
     budgets = []
     for profile, limits in table.items():
         if profile not in profile_names():

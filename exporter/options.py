@@ -1,0 +1,109 @@
+"""What shapes an export besides the model: :class:`ExportOptions` (one list of
+options, used by the CLI, the pipeline and the build spec alike), the verification
+:class:`Thresholds`, and :class:`ExportFormat`, the contract each format module
+fulfils for the format table (:mod:`exporter.formats`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+import numpy as np
+
+from mobilectl.core.errors import UserError
+from mobilectl.core.manifest import TensorIO
+from mobilectl.core.types import Format, IoType, Layout, Precision, parse
+
+Progress = Callable[[str], None]
+MAX_CALIB_SAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Verification limits. Float artifacts: max abs error of the outputs; quantized
+    (dynamic, int8): cosine similarity, SQNR (dB) and top-1 agreement, all minimums."""
+
+    max_abs_error: float = 1e-3
+    max_abs_error_fp16: float = 5e-2  # ONNX fp16 computes in half precision
+    min_cosine: float = 0.98
+    min_sqnr_db: float = 12.0
+    min_top1: float = 0.8
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything that shapes the artifacts besides the model itself."""
+
+    precision: Precision = Precision.FP32
+    formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
+    calib: str | None = None
+    calib_samples: int = 64
+    held_out: int = 32
+    io_type: IoType = IoType.FLOAT
+    layout: Layout = Layout.NHWC
+    keep_float: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    seed: int = 0
+    output: str | None = None  # file stem instead of <model>[-<variant>]
+
+    def __post_init__(self) -> None:
+        """Plain values (``"int8"``) from library callers become their enum members; a
+        value outside the enum is a UserError naming the flag."""
+        object.__setattr__(self, "precision", parse(Precision, self.precision, flag="precision"))
+        object.__setattr__(self, "formats", tuple(parse(Format, f, flag="--format")
+                                                  for f in self.formats))
+        object.__setattr__(self, "io_type", parse(IoType, self.io_type, flag="--io"))
+        object.__setattr__(self, "layout", parse(Layout, self.layout, flag="--layout"))
+
+    def validate(self) -> None:
+        """Raise UserError for a bad value or combination that needs no format
+        (:func:`exporter.formats.check` adds the per-format rules)."""
+        if not self.formats:
+            raise UserError("--format is empty: give tflite, onnx or tflite,onnx")
+        if self.io_type != IoType.FLOAT and self.precision != Precision.INT8:
+            raise UserError(f"--io {self.io_type} needs --int8 (only full-integer models "
+                            "have integer inputs)")
+        if self.keep_float and self.precision != Precision.INT8:
+            raise UserError("--keep-float needs --int8 (it leaves named layers in float)")
+        if self.keep_float and self.io_type == IoType.UINT8:
+            raise UserError("--keep-float works with --io float or int8, not uint8")
+        if not 1 <= self.calib_samples <= MAX_CALIB_SAMPLES:
+            raise UserError(f"--calib-samples {self.calib_samples} is not allowed: "
+                            f"an integer from 1 to {MAX_CALIB_SAMPLES}")
+
+    def used(self) -> ExportOptions:
+        """These options with the ones the precision ignores reset to their defaults
+        (``io_type`` and ``keep_float`` only matter for int8), so equal exports have
+        equal options (the build's cache key hashes exactly these)."""
+        if self.precision == Precision.INT8:
+            return self
+        return replace(self, io_type=IoType.FLOAT, keep_float=())
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One artifact format as the pipeline sees it (a row of the format table).
+
+    Attributes:
+        name: the format, also the file extension.
+        title: how progress lines name it.
+        accepts: the options besides precision that this format honours
+            (``io_type``, ``layout``, ``keep_float``).
+        convert: ``(model, *, options, calibration, metadata, progress) -> bytes``:
+            convert, quantize and embed the metadata.
+        run: ``(data, x, *, layout) -> outputs``: run on NHWC float inputs.
+        io_details: the artifact's input and output tensors.
+    """
+
+    name: Format
+    title: str
+    accepts: frozenset[str]
+    convert: Callable[..., bytes]
+    run: Callable[..., np.ndarray]
+    io_details: Callable[[bytes], TensorIO]
+
+    def layout(self, options: ExportOptions) -> Layout:
+        return options.layout if "layout" in self.accepts else Layout.NHWC
+
+    def io_type(self, options: ExportOptions) -> IoType:
+        return options.io_type if "io_type" in self.accepts else IoType.FLOAT

@@ -1,0 +1,68 @@
+"""The typed option values that cross package borders.
+
+Each is a :class:`enum.StrEnum`: it prints, compares and serialises as its plain
+value (``"int8"``), so manifests and JSON stay as they are, while code passes one
+typed value instead of a bare string with a copy of its allowed list in every module.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+from mobilectl.core.errors import UserError
+
+
+class Precision(StrEnum):
+    """The numeric precision of an artifact."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"  # int8 weights, float activations (quantized at run time)
+    INT8 = "int8"  # full integer: int8 weights and activations, calibrated
+
+    @property
+    def is_quantized(self) -> bool:
+        """Integer weights (dynamic-range or full integer): checked by cosine, SQNR and
+        top-1 agreement instead of max abs error."""
+        return self in (Precision.DYNAMIC, Precision.INT8)
+
+
+class Format(StrEnum):
+    """An artifact file format (also its file extension)."""
+
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+class IoType(StrEnum):
+    """Input/output tensor type of a full-integer TFLite model."""
+
+    FLOAT = "float"
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+
+class Layout(StrEnum):
+    """Input layout of an ONNX model (TFLite inputs are always NHWC)."""
+
+    NHWC = "nhwc"
+    NCHW = "nchw"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def parse(kind: type[E], value: object, *, flag: str) -> E:
+    """``value`` as a member of ``kind``; a UserError names the flag, the bad value and
+    the allowed ones."""
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise UserError(f"{flag} {value!r} is not allowed: one of {allowed}") from None
+
+
+def values(kind: type[StrEnum]) -> tuple[str, ...]:
+    """The allowed values of ``kind``, in declaration order."""
+    return tuple(member.value for member in kind)

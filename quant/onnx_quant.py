@@ -1,0 +1,161 @@
+"""How ONNX quantizes: onnxruntime's quantization tools on tf2onnx's float graph.
+
+- ``fp16``: onnxruntime's float16 converter, float32 inputs and outputs kept.
+- ``dynamic``: ``quantize_dynamic`` (int8 weights, activations quantized at run time).
+- ``int8``: ``quant_pre_process`` (shape inference + graph optimisation), then
+  ``quantize_static`` in QDQ format with per-channel int8 weights and int8 activations
+  calibrated on the same samples as TFLite. Named layers can stay float (then the
+  pre-processing skips ORT's graph optimiser, which renames the nodes it fuses).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mobilectl.core.errors import UserError, nearest
+from mobilectl.core.tfenv import quiet_stdout
+from mobilectl.core.types import Layout
+
+
+def to_nchw(x: np.ndarray) -> np.ndarray:
+    """NHWC batch -> NCHW batch."""
+    return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over the calibration rows, one at a time."""
+
+    def __init__(self, rows: np.ndarray, name: str) -> None:
+        self._rows = iter([{name: row[None].astype(np.float32)} for row in rows])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._rows, None)
+
+
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def nodes_of_layers(proto: Any, layers: Sequence[str]) -> list[str]:
+    """Names of the ONNX nodes computing the named Keras layers.
+
+    tf2onnx names nodes after the TF ops they came from, but a conv fused with its batch
+    norm may come out as a plain ``Conv``: then the layer is found through its block
+    (``stem.conv`` -> nodes named ``stem.*``, e.g. the ``stem.act`` Relu) and the first
+    Conv/MatMul/Gemm upstream of them.
+    """
+    owners: dict[str, list[str]] = {}
+    for node in proto.graph.node:
+        for label in (node.name, *node.output):
+            for segment in re.split(r"[/;:]", label):
+                owners.setdefault(re.sub(r"_\d+$", "", segment), []).append(node.name)
+    chosen: set[str] = set()
+    for name in layers:
+        block = name.rsplit(".", 1)[0] + "."
+        nodes = owners.get(name) or [n for key, ns in owners.items()
+                                     if key.startswith(block) for n in ns]
+        if not nodes:
+            raise UserError(f"--keep-float {name}: no such layer in the ONNX graph"
+                            f"{nearest(name, owners)}")
+        chosen.update(nodes)
+        chosen.update(_compute_upstream(proto, set(nodes)))
+    return sorted(chosen)
+
+
+def _compute_upstream(proto: Any, names: set[str]) -> list[str]:
+    """The nearest Conv/MatMul/Gemm feeding the given nodes (through non-compute ops)."""
+    by_output = {out: node for node in proto.graph.node for out in node.output}
+    by_name = {node.name: node for node in proto.graph.node}
+    if any(by_name[n].op_type in COMPUTE_OPS for n in names if n in by_name):
+        return []
+    found, frontier, seen = [], [by_name[n] for n in names if n in by_name], set()
+    while frontier:
+        node = frontier.pop()
+        for tensor in node.input:
+            src = by_output.get(tensor)
+            if src is None or src.name in seen:
+                continue
+            seen.add(src.name)
+            if src.op_type in COMPUTE_OPS:
+                found.append(src.name)
+            elif src.op_type not in ("Transpose", "Reshape", "Squeeze", "Unsqueeze"):
+                frontier.append(src)
+    return found
+
+
+def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: Layout = Layout.NHWC,
+                  keep_float: Sequence[str] = ()) -> Any:
+    """Static int8 quantization (QDQ, per-channel weights) after ORT's pre-processing."""
+    import onnx  # heavy: onnx/onnxruntime load only when a model is quantized
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    rows = to_nchw(calibration) if layout == Layout.NCHW else calibration
+    nodes_of_layers(proto, keep_float)  # a bad name fails before any work
+    with tempfile.TemporaryDirectory(prefix="mobilectl-ort-") as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("float.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(proto, src)
+        with quiet_stdout():
+            # ORT's optimiser renames what it fuses, losing layer names: with layers to
+            # keep in float, pre-process without it so the names can be found.
+            quant_pre_process(src, pre, skip_optimization=bool(keep_float))
+            prepared = expand_scalar_biases(onnx.load(pre))  # ORT's fusion makes some
+            onnx.save(prepared, pre)
+            exclude = nodes_of_layers(prepared, keep_float) if keep_float else None
+            quantize_static(pre, dst, _Reader(rows, proto.graph.input[0].name),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=exclude)
+        return onnx.load(dst)
+
+
+def expand_scalar_biases(proto: Any) -> Any:
+    """Give every Conv and Gemm a per-channel bias: ORT's pre-processing fuses a scalar constant
+    add (hard-sigmoid's +3) into a scalar (0-d) bias, which ONNX broadcasts but ORT's
+    int32 bias quantizer indexes per channel (and fails on). Same numbers, one value per
+    output channel."""
+    from onnx import numpy_helper  # heavy: onnx loads only when a model is quantized
+
+    inits = {init.name: init for init in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        bias = numpy_helper.to_array(inits[node.input[2]])
+        weight = inits.get(node.input[1])
+        if bias.ndim == 0 and weight is not None:
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            axis = 0 if node.op_type == "Conv" or trans_b else 1
+            channels = int(weight.dims[axis])
+            expanded = numpy_helper.from_array(np.full(channels, bias, dtype=bias.dtype),
+                                               name=f"{node.input[2]}_per_channel_{channels}")
+            if expanded.name not in inits:
+                proto.graph.initializer.append(expanded)
+                inits[expanded.name] = expanded
+            node.input[2] = expanded.name
+    return proto
+
+
+def quantize_dynamic(proto: Any) -> Any:
+    """Dynamic-range quantization: int8 weights, activations quantized at run time."""
+    import onnx  # heavy: onnx/onnxruntime load only when a model is quantized
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="mobilectl-ort-") as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "dynamic.onnx"
+        onnx.save(proto, src)
+        with quiet_stdout():
+            ort_dynamic(src, dst, weight_type=QuantType.QUInt8)
+        return onnx.load(dst)
+
+
+def to_fp16(proto: Any) -> Any:
+    """float16 weights and activations; float32 inputs and outputs are kept."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16  # heavy: ORT
+
+    with quiet_stdout():
+        return convert_float_to_float16(proto, keep_io_types=True)
