@@ -7,6 +7,7 @@ the job of the workflows above this package.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -115,7 +116,7 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
     threads, runs, warmup = _settings(profile, options)
     progress("measure this machine's peak GMAC/s and memory bandwidth")
     roof = host.measure_roofline()
-    result = ProfileResult(device="host", summary={"roofline": roof})
+    result = ProfileResult(device="host", summary={"roofline": dataclasses.asdict(roof)})
     for i, artifact in enumerate(artifacts):
         progress(f"[{i + 1}/{len(artifacts)}] {artifact.path.name} on host ({threads} threads)")
         try:
@@ -123,11 +124,10 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
         except host.BenchmarkFailed as exc:
             result.failures.append(f"{artifact.path.name}: {exc}")
             continue
-        peak = roof["peak_gmacs_fp32"] if artifact.precision != Precision.INT8 else None
         result.measurements.append(_measurement(
-            artifact, device="host", backend=done["backend"], threads=threads, delegate="cpu",
-            latency=done["latency"], init_ms=done["init_ms"],
-            peak_memory_mb=done["peak_memory_mb"], peak_gmacs=peak))
+            artifact, device="host", backend=done.backend, threads=threads, delegate="cpu",
+            latency=done.latency, init_ms=done.init_ms, peak_memory_mb=done.peak_memory_mb,
+            peak_gmacs=roof.peak(artifact.precision)))
         time.sleep(profile.cooldown_s)
     return result
 

@@ -17,12 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
-from device_profiles.measurement import Latency
+from device_profiles.measurement import BackendRun, Latency
+from device_profiles.profile import Roofline
 from mobilectl.core.errors import UserError
+from mobilectl.core.types import Format
 
 TIMEOUT_S = 900
 
@@ -70,7 +72,7 @@ def _high_water_kb(pid: int) -> int:
     return 0
 
 
-def run_tflite(model: Path, *, threads: int, runs: int, warmup: int) -> dict[str, Any]:
+def run_tflite(model: Path, *, threads: int, runs: int, warmup: int) -> BackendRun:
     """LiteRT's benchmark tool on ``model``; its JSON has ms with two decimals."""
     with tempfile.TemporaryDirectory(prefix="mobilectl-bench-") as tmp:
         result = Path(tmp) / "result.json"
@@ -84,29 +86,33 @@ def run_tflite(model: Path, *, threads: int, runs: int, warmup: int) -> dict[str
                       p5_ms=lat.get("p5_ms"), p95_ms=lat.get("p95_ms"),
                       mean_ms=float(lat["avg_ms"]), std_ms=float(lat["std_ms"]),
                       min_ms=float(lat["min_ms"]), max_ms=float(lat["max_ms"]))
-    return {"latency": latency, "init_ms": lat.get("init_ms"), "peak_memory_mb": peak,
-            "backend": "litert benchmark_litert_model"}
+    return BackendRun(latency, lat.get("init_ms"), peak, "litert benchmark_litert_model")
 
 
-def run_onnx(model: Path, *, threads: int, runs: int, warmup: int) -> dict[str, Any]:
+def run_onnx(model: Path, *, threads: int, runs: int, warmup: int) -> BackendRun:
     """onnxruntime (CPU) in its own process on ``model``."""
     stdout, _, peak = _run([sys.executable, "-m", "device_profiles.ort_bench", "--model",
                             str(model), "--threads", str(threads), "--runs", str(runs),
                             "--warmup", str(warmup)])
     data = json.loads(stdout)
-    return {"latency": Latency.from_samples(data["samples_ms"]), "init_ms": data["init_ms"],
-            "peak_memory_mb": peak, "backend": "onnxruntime CPU"}
+    return BackendRun(Latency.from_samples(data["samples_ms"]), data["init_ms"], peak,
+                      "onnxruntime CPU")
 
 
-def run_artifact(path: Path, *, threads: int, runs: int, warmup: int) -> dict[str, Any]:
-    if path.suffix == ".tflite":
-        return run_tflite(path, threads=threads, runs=runs, warmup=warmup)
-    if path.suffix == ".onnx":
-        return run_onnx(path, threads=threads, runs=runs, warmup=warmup)
-    raise UserError(f"{path}: not a .tflite or .onnx file")
+#: one runner per artifact format
+RUNNERS: dict[Format, Callable[..., BackendRun]] = {Format.TFLITE: run_tflite,
+                                                    Format.ONNX: run_onnx}
 
 
-def measure_roofline(*, seconds: float = 1.0) -> dict[str, float]:
+def run_artifact(path: Path, *, threads: int, runs: int, warmup: int) -> BackendRun:
+    """Run ``path`` with the runner of its format."""
+    runner = RUNNERS.get(path.suffix.lstrip("."))
+    if runner is None:
+        raise UserError(f"{path}: not a .tflite or .onnx file")
+    return runner(path, threads=threads, runs=runs, warmup=warmup)
+
+
+def measure_roofline(*, seconds: float = 1.0) -> Roofline:
     """This machine's float32 peak (a large matmul, GMAC/s) and memory bandwidth
     (a large copy, GB/s, read + write), best of a few repetitions."""
     rng = np.random.default_rng(0)
@@ -127,4 +133,4 @@ def measure_roofline(*, seconds: float = 1.0) -> dict[str, float]:
         t0 = time.perf_counter()
         np.copyto(dst, src)
         bandwidth = max(bandwidth, 2 * src.nbytes / (time.perf_counter() - t0) / 1e9)
-    return {"peak_gmacs_fp32": best, "bandwidth_gbs": bandwidth}
+    return Roofline(best, None, bandwidth, "measured here: numpy float32 matmul and copy")

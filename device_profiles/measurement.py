@@ -46,6 +46,16 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class BackendRun:
+    """What one backend run of one artifact measured, before it is tied to a device."""
+
+    latency: Latency
+    init_ms: float | None
+    peak_memory_mb: float | None
+    backend: str
+
+
+@dataclass(frozen=True)
 class Measurement:
     """One artifact measured on one device."""
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import spearmanr
+
 from device_profiles.measurement import Measurement
 from mobilectl.core.files import write_atomic
 
@@ -28,8 +30,6 @@ def groups(measurements: Sequence[Measurement]) -> dict[str, list[Measurement]]:
 
 def spearman(measurements: Sequence[Measurement]) -> dict[str, Any]:
     """Spearman rank correlation of MACs and median latency per group (>= 3 models)."""
-    from scipy.stats import spearmanr
-
     result = {}
     for name, items in groups(measurements).items():
         items = [m for m in items if m.macs]
@@ -44,7 +44,7 @@ def spearman(measurements: Sequence[Measurement]) -> dict[str, Any]:
 def plot(measurements: Sequence[Measurement], path: Path, *, device: str) -> Path | None:
     """Scatter of MACs (x) against median latency (y), p5-p95 bars, one colour per
     group, every point labelled. None when there is nothing with MACs to plot."""
-    import matplotlib
+    import matplotlib  # heavy: only when there is something to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -119,7 +119,7 @@ def embed_metadata(flatbuffer: bytes, metadata: dict[str, Any]) -> bytes:
     """Add a ``mobilectl`` metadata entry (JSON: name, version, normalisation, labels...)
     to the flatbuffer's metadata table; runtimes ignore it, tools can read it back."""
     from tensorflow.lite.python import schema_py_generated as schema  # heavy: TF
-    from tensorflow.lite.tools import flatbuffer_utils
+    from tensorflow.lite.tools import flatbuffer_utils  # heavy: TF
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     buffer = schema.BufferT()

@@ -76,9 +76,9 @@ _ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "
 @app.command("models")
 def models_cmd(as_json: JsonOpt = False) -> None:
     """List the model zoo: name, variants, input size, paper MACs and params."""
+    _quiet_tensorflow()
     from mobilectl.info import model_rows  # lazy: imports Keras and the zoo
 
-    _quiet_tensorflow()
     rows = model_rows()
     if as_json:
         _print_json([{k: v for k, v in row.items() if k != "variants_text"} for row in rows])
@@ -95,13 +95,13 @@ def info_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Build MODEL and report the FLOPs proxy: MACs, params, memory traffic, peak memory."""
-    from mobilectl.info import model_info  # lazy: imports Keras and the zoo
-
     given = {k: v for k, v in {"width_multiplier": width_multiplier, "resolution": resolution,
              "groups": groups, "num_classes": num_classes, "include_top": include_top}.items()
              if v is not None}
     with err.status(f"building {model} and counting its layers"):
         _quiet_tensorflow()
+        from mobilectl.info import model_info  # lazy: imports Keras and the zoo
+
         info = model_info(model, per_layer=per_layer, **given)
     if as_json:
         _print_json(info)

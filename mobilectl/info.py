@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from models_keras.analysis import analyze_model
 from models_keras.registry import Knob, ModelSpec, get_model_spec, list_models
 
 
@@ -35,8 +36,6 @@ def model_rows() -> list[dict[str, Any]]:
 
 def model_info(name: str, *, per_layer: bool, **given: Any) -> dict[str, Any]:
     """Build the model with the given knobs and report the FLOPs proxy as a dict."""
-    from models_keras.analysis import analyze_model
-
     spec: ModelSpec = get_model_spec(name)
     knobs = spec.resolve(**given)
     cost = analyze_model(spec.builder(**knobs))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
 
 
 def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1797 handwritten digits (in its wheel, nothing downloaded) as
     32x32 RGB uint8 images (8x8 upsampled 4x, grey repeated), and their labels."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # the test extra: not a user dependency
 
     digits = load_digits()
     pixels = (digits.images / 16 * 255).round().astype(np.uint8)
@@ -22,8 +23,6 @@ def digits_pixels() -> tuple[np.ndarray, np.ndarray]:
 def recalibrate_batch_norm(model: Any, x: np.ndarray) -> None:
     """Set every BN layer's moving statistics to the statistics of ``x`` (one forward
     pass with momentum 0): after a short training, momentum 0.999 has not settled."""
-    import keras
-
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [bn.momentum for bn in bns]
     for bn in bns:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import skimage
+from PIL import Image
 
 from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import CalibrationInfo, Normalization
@@ -86,8 +88,6 @@ def load_calibration(
 
 
 def _skimage_dir() -> Path:
-    import skimage
-
     return Path(skimage.__file__).parent / "data"
 
 
@@ -102,8 +102,6 @@ def find_images(folder: Path) -> list[Path]:
 
 
 def _decode(path: Path):
-    from PIL import Image
-
     with Image.open(path) as image:
         image.load()
         return image.convert("RGB")
@@ -124,8 +122,6 @@ def _decode_all(files: Sequence[Path]) -> tuple[list, list[str]]:
 
 def centre_crop(image, resolution: int) -> np.ndarray:
     """Resize the shorter side to ``resolution`` and cut the centre square."""
-    from PIL import Image
-
     w, h = image.size
     scale = resolution / min(w, h)
     size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
@@ -136,8 +132,6 @@ def centre_crop(image, resolution: int) -> np.ndarray:
 
 def random_crop(image, resolution: int, rng: np.random.Generator) -> np.ndarray:
     """A seeded random square crop (35-100% of the shorter side), maybe mirrored."""
-    from PIL import Image
-
     w, h = image.size
     side = int(min(w, h) * rng.uniform(0.35, 1.0))
     left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))

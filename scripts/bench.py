@@ -107,7 +107,7 @@ def latency_matrix(files: list[Path], *, threads: tuple[int, ...], repeats: int,
         for path in files:
             for t in threads:
                 done = host.run_artifact(path, threads=t, runs=runs, warmup=warmup)
-                medians.setdefault((path.name, t), []).append(done["latency"].median_ms)
+                medians.setdefault((path.name, t), []).append(done.latency.median_ms)
     return medians
 
 
@@ -197,6 +197,11 @@ def main() -> None:
     log(f"done in {results['wall_time_s'] / 60:.1f} min: {out / 'BENCHMARKS.md'}")
 
 
+def _roof(measured: Any) -> dict[str, float]:
+    """The measured host roofline as the figures the report prints."""
+    return {"peak_gmacs_fp32": measured.peak_gmacs_fp32, "bandwidth_gbs": measured.bandwidth_gbs}
+
+
 def run_all(quick: bool, s: dict[str, Any], plots: Path) -> dict[str, Any]:
     from device_profiles import host
     from models_keras.registry import family_representatives
@@ -205,7 +210,7 @@ def run_all(quick: bool, s: dict[str, Any], plots: Path) -> dict[str, Any]:
     if quick:
         models = [m for m in models if m in QUICK_FAMILIES]
     work = Path(tempfile.mkdtemp(prefix="mobilectl-bench-"))
-    roof_before = host.measure_roofline()
+    roof_before = _roof(host.measure_roofline())
     twins = save_twins(models, s["resolution"], work)
     spec = work / "mobilectl.toml"
     spec.write_text(zoo_spec(models, s["resolution"], twins))
@@ -217,7 +222,7 @@ def run_all(quick: bool, s: dict[str, Any], plots: Path) -> dict[str, Any]:
     files = [work / "dist" / e["path"] for e in manifest]
     medians = latency_matrix(files, threads=(1, 2), repeats=s["repeats"], runs=s["runs"],
                              warmup=s["warmup"])
-    roof_after = host.measure_roofline()
+    roof_after = _roof(host.measure_roofline())
     accuracy = accuracy_kept(s["accuracy_models"], s["epochs"], work)
     roofline = {k: statistics.median([roof_before[k], roof_after[k]]) for k in roof_before}
     rows = latency_rows(manifest, medians, roofline)

@@ -1,15 +1,11 @@
-"""Shared test setup: quiet TensorFlow, and the registry's (spec, figure) pairs."""
+"""Shared test setup: TensorFlow's native logging off, and a small model trained on
+the digits. TensorFlow itself is imported only by the test modules that need it."""
 
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from mobilectl.core.tfenv import import_quietly  # noqa: E402
-
-import_quietly()
-
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -63,7 +63,7 @@ def test_profile_registry_model_int8_and_float(connect_device, benchmark_binary,
         [m] = json.loads(out)["measurements"]
         assert m["precision"] == precision and m["model"] == "mobilenet_v2"
         assert m["latency"]["runs"] == 5 and m["latency"]["median_ms"] > 0.1  # real 224px runs
-        assert m["macs"] == 300_774_272 or m["macs"] > 2.9e8
+        assert m["macs"] == 300_774_272  # the FLOPs proxy's count for MobileNet V2 at 224
         assert m["gmacs"] > 0 and 0 < m["roofline_fraction"] < 1
         assert m["peak_memory_mb"] > 0 and m["device"] == f"pixel:{device.serial}"
     pinned = device.taskset_log()
@@ -87,16 +87,17 @@ def test_paths_with_spaces_and_metacharacters_reach_the_device_quoted(
     assert any("odd name; $(touch pwned)" in line for line in device.taskset_log())
 
 
-def test_unauthorized_and_offline(connect_device, benchmark_binary, tmp_path, capsys) -> None:
+def test_unauthorized_and_offline(connect_device, benchmark_binary, small_models, tmp_path,
+                                  capsys) -> None:
     for fault, message in (("unauthorized", "is unauthorized: accept the USB debugging"),
-                           ("offline", "is offline")):
+                           ("offline", "is offline: reconnect it")):
         device = connect_device(fault)
         code, out, err = run(["devices", "--json"], capsys)
         state = next(r["state"] for r in json.loads(out) if r["serial"] == device.serial)
         assert state == fault
-        code, _, err = run([*_profile_args(device, benchmark_binary, tmp_path), "x.tflite"],
-                           capsys)
-        assert message in error_line(code, err) or "no such file" in err
+        code, _, err = run([*_profile_args(device, benchmark_binary, tmp_path),
+                            str(small_models[0])], capsys)
+        assert message in error_line(code, err)
 
 
 @pytest.mark.parametrize("fault,message", [

@@ -4,6 +4,8 @@ the gate, matrix slices and merging, the lock, and spec errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -69,6 +71,7 @@ precisions = ["fp32"]
     code, data, err = _build(tmp_path, capsys)
     assert code == 0 and _status(data) == {"tiny/int8": "reused", "other/fp32": "reused"}
     assert "0 built, 2 reused" in (tmp_path / "dist" / "summary.md").read_text()
+    _cached_build_loads_no_tensorflow(tmp_path)
 
     _spec(tmp_path, spec.replace("num_classes = 5", "num_classes = 6"))
     code, data, err = _build(tmp_path, capsys)
@@ -82,6 +85,20 @@ precisions = ["fp32"]
     code, data, err = _build(tmp_path, capsys, "--jobs", "2")
     assert code == 0 and set(_status(data).values()) == {"built"}
     assert _shas(tmp_path) == first
+
+
+def _cached_build_loads_no_tensorflow(tmp_path: Path) -> None:
+    """A fresh process rebuilding a fully cached spec reuses every job and never loads
+    TensorFlow (only a job that really exports pays for it)."""
+    args = ["build", str(tmp_path / "mobilectl.toml"), "--out", str(tmp_path / "dist"),
+            "--cache", str(tmp_path / "cache"), "--json"]
+    code = ("import sys\nfrom mobilectl.cli import main\n"
+            f"try:\n    main({args!r})\nexcept SystemExit as exc:\n    assert exc.code == 0\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert set(_status(json.loads(done.stdout)).values()) == {"reused"}
 
 
 def test_gate_fails_on_verification_and_budget(digits_model: dict, tmp_path: Path,

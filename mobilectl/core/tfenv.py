@@ -36,7 +36,7 @@ def import_quietly() -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with _native_stderr_silenced():
-        import tensorflow  # noqa: F401
+        import tensorflow  # noqa: F401  (heavy: the point of this function)
         import keras  # noqa: F401
 
 

@@ -303,7 +303,7 @@ class SyncStream(Stream):
 class TestDevice:
     """One device: a TCP listener on 127.0.0.1, a sandbox folder, a config."""
 
-    def __init__(self, config: DeviceConfig, *, benchmark_model: Path | None = None) -> None:
+    def __init__(self, config: DeviceConfig) -> None:
         self.config = config
         self.root = Path(tempfile.mkdtemp(prefix="mobilectl-adb-device-"))
         self.tmp = self.root / "data_local_tmp"
