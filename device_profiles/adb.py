@@ -62,7 +62,7 @@ class AdbClient:
             raise AdbError(f"adb not found{f' at {adb}' if adb else ''}: {INSTALL_HINT}")
         self.adb = found
         self.timeout = timeout
-        self.server_args = _server_args(server)
+        self.server_args = server_args(server)
 
     def run(self, args: list[str], *, timeout: float | None = None,
             serial: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -135,7 +135,8 @@ class AdbClient:
             raise AdbError(f"{serial}: push of {local.name} failed ({_last_line(done)})")
 
 
-def _server_args(server: str | None) -> list[str]:
+def server_args(server: str | None) -> list[str]:
+    """adb's ``-H HOST -P PORT`` for ``--adb-server HOST:PORT`` (a UserError otherwise)."""
     if not server:
         return []
     host, _, port = server.rpartition(":")

@@ -8,6 +8,7 @@ the job of the workflows above this package.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -18,11 +19,13 @@ from typing import Any
 
 from device_profiles import host
 from device_profiles.adb import REMOTE_DIR as REMOTE
-from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost
+from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost, server_args
+from device_profiles.inspect import precision_of
 from device_profiles.measurement import Latency, Measurement
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
-from device_profiles.profile import Profile, Transport, all_profiles, load_profile
+from device_profiles.profile import Profile, Roofline, Transport, all_profiles, load_profile
 from mobilectl.core.errors import UserError
+from mobilectl.core.files import sha256
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest
 from mobilectl.core.types import Format, Precision
 
@@ -49,11 +52,10 @@ class Artifact:
 
     @classmethod
     def of_file(cls, path: Path) -> Artifact:
-        """A file with no manifest: format from its suffix, precision from its name."""
+        """A file with no manifest: format from its suffix, precision from its tensors
+        (a file that does not load is a UserError)."""
         fmt = Format(path.suffix.lstrip("."))
-        precision = next((p for p in (Precision.INT8, Precision.FP16, Precision.DYNAMIC)
-                          if path.stem.endswith(p)), Precision.FP32)
-        return cls(path, path.stem, fmt, precision)
+        return cls(path, path.stem, fmt, precision_of(path, fmt))
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,14 @@ def artifacts_of(path: Path) -> list[Artifact]:
     folder = path.parent
     entries = read_manifest(folder).by_path() if (folder / MANIFEST).is_file() else {}
     if path.name == MANIFEST:
+        missing = [name for name in entries if not (folder / name).is_file()]
+        if missing:
+            raise UserError(f"{path} lists {missing[0]}, which is not in {folder}")
         return [Artifact.of_entry(folder / e.path, e) for e in entries.values()]
     entry = entries.get(path.name)
-    return [Artifact.of_entry(path, entry) if entry else Artifact.of_file(path)]
+    if entry and sha256(path.read_bytes()) == entry.sha256:
+        return [Artifact.of_entry(path, entry)]
+    return [Artifact.of_file(path)]  # no entry, or the file changed since it was written
 
 
 # ---- running ---------------------------------------------------------------------
@@ -110,12 +117,19 @@ def _measurement(artifact: Artifact, *, device: str, backend: str, threads: int,
                        backend, threads, delegate, latency, init_ms, peak_memory_mb, peak_gmacs)
 
 
+@functools.cache
+def host_roofline() -> Roofline:
+    """This machine's roofline, measured once per process (a build measuring many
+    budgets pays for it once)."""
+    return host.measure_roofline()
+
+
 def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOptions,
              progress: Progress) -> ProfileResult:
     """Measure on this machine; the roofline is measured in the same run."""
     threads, runs, warmup = _settings(profile, options)
     progress("measure this machine's peak GMAC/s and memory bandwidth")
-    roof = host.measure_roofline()
+    roof = host_roofline()
     result = ProfileResult(device="host", summary={"roofline": dataclasses.asdict(roof)})
     for i, artifact in enumerate(artifacts):
         progress(f"[{i + 1}/{len(artifacts)}] {artifact.path.name} on host ({threads} threads)")
@@ -274,6 +288,16 @@ def check_options(profile: Profile, options: ProfileOptions) -> None:
     if options.delegate not in profile.delegates:
         raise UserError(f"--delegate {options.delegate!r} is not allowed for {profile.name}: "
                         f"one of {', '.join(profile.delegates)}")
+    if options.adb_server:
+        server_args(options.adb_server)  # HOST:PORT, or a UserError naming it
+    if profile.transport == Transport.LOCAL:
+        adb_only = [flag for flag, value in (("--serial", options.serials),
+                                             ("--benchmark-binary", options.benchmark_binary),
+                                             ("--adb-server", options.adb_server),
+                                             ("--adb", options.adb)) if value]
+        if adb_only:
+            raise UserError(f"{adb_only[0]} is not allowed with --device {profile.name}: it "
+                            "applies to adb devices (e.g. --device pixel)")
 
 
 def formats_for(profile: Profile) -> tuple[Format, ...]:

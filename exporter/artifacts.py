@@ -1,18 +1,54 @@
-"""Artifact file names: ``<model>[-<variant>]_<precision>.<ext>``, always a plain file
-name inside the output folder. (Writing, hashing and the manifest are shared
-contracts: :mod:`mobilectl.core.files`, :mod:`mobilectl.core.manifest`.)"""
+"""Artifact file names: ``<model>[-<variant>][-<options>]_<precision>.<ext>``.
+
+Every option that changes an artifact's bytes is in its name, so two exports that
+differ never share a file: the architecture knobs (the variant, e.g. ``w0.5-r160``),
+the ONNX input layout (``nchw``), the int8 TFLite I/O type (``ioint8``), the layers
+kept in float (``kf`` and a short hash of their names), a calibration sample count
+other than the default (``c16``) and a seed other than 0 (``seed3``). Names are
+always plain file names inside the output folder. (Writing, hashing and the manifest
+are shared contracts: :mod:`mobilectl.core.files`, :mod:`mobilectl.core.manifest`.)
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from pathlib import Path
+
+from exporter.options import DEFAULT_CALIB_SAMPLES, ExportFormat, ExportOptions
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import is_safe_name
-from mobilectl.core.types import Format, Precision
+from mobilectl.core.types import IoType, Layout, Precision
 
 
-def artifact_name(model: str, variant: str, precision: Precision, fmt: Format) -> str:
-    """``<model>[-<variant>]_<precision>.<ext>``, checked to be a plain file name."""
-    stem = f"{model}-{variant}" if variant else model
-    name = f"{stem}_{precision}.{fmt}"
+def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
+    """The name parts of the options that change ``row``'s bytes (none at defaults)."""
+    tags = []
+    if row.layout(options) != Layout.NHWC:
+        tags.append(str(row.layout(options)))
+    if row.io_type(options) != IoType.FLOAT:
+        tags.append(f"io{row.io_type(options)}")
+    if options.keep_float:
+        names = ",".join(sorted(options.keep_float)).encode()
+        tags.append("kf" + hashlib.sha256(names).hexdigest()[:6])
+    if options.precision == Precision.INT8 and options.calib_samples != DEFAULT_CALIB_SAMPLES:
+        tags.append(f"c{options.calib_samples}")
+    if options.seed:
+        tags.append(f"seed{options.seed}")
+    return tags
+
+
+def file_model_name(path: Path) -> str:
+    """The model part of the name of an artifact exported from a ``.keras`` file."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "model"
+
+
+def artifact_name(model: str, variant: str, options: ExportOptions, row: ExportFormat) -> str:
+    """The file name of ``model`` at ``variant`` exported with ``options`` to ``row``'s
+    format (``options.output`` replaces model and variant), checked to be a plain name."""
+    stem = options.output or "-".join(p for p in (model, variant) if p)
+    tagged = "-".join([stem, *option_tags(options, row)])
+    name = f"{tagged}_{options.precision}.{row.name}"
     if not is_safe_name(name):
         raise UserError(f"artifact name {name!r} is not allowed: letters, digits, '.', '_' "
                         "and '-' only, inside the output folder")

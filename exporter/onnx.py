@@ -18,7 +18,7 @@ import numpy as np
 
 from exporter.options import ExportFormat, ExportOptions, Progress
 from mobilectl.core.manifest import TensorInfo, TensorIO
-from mobilectl.core.tfenv import quiet_stdout
+from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Format, Layout, Precision
 from quant import onnx_quant
 
@@ -39,7 +39,7 @@ def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.N
     # tf2onnx numbers the names it makes with a process-wide counter: restart it, so
     # the same model gives the same bytes in one process as in a fresh one.
     tf2onnx.utils.INTERNAL_NAME = 1
-    with quiet_stdout():
+    with third_party_output():
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset,
                                               inputs_as_nchw=nchw)
     return canonicalize(proto)

@@ -5,6 +5,7 @@ fulfils for the format table (:mod:`exporter.formats`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 import numpy as np
@@ -15,6 +16,8 @@ from mobilectl.core.types import Format, IoType, Layout, Precision, parse
 
 Progress = Callable[[str], None]
 MAX_CALIB_SAMPLES = 10_000
+DEFAULT_CALIB_SAMPLES = 64
+MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seed range
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,20 @@ class Thresholds:
     min_sqnr_db: float = 12.0
     min_top1: float = 0.8
 
+    def validate(self) -> None:
+        """Every limit in its range, checked before any work (a cosine above 1 could
+        never pass, an error limit of 0 or below neither)."""
+        ranges = (("--max-abs-error", self.max_abs_error, 0.0, math.inf, "a number above 0"),
+                  ("--max-abs-error-fp16", self.max_abs_error_fp16, 0.0, math.inf,
+                   "a number above 0"),
+                  ("--min-cosine", self.min_cosine, -1.0, 1.0, "a number from -1 to 1"),
+                  ("--min-sqnr", self.min_sqnr_db, -200.0, 400.0, "a number of dB from -200 to 400"),
+                  ("--min-top1", self.min_top1, 0.0, 1.0, "a fraction from 0 to 1"))
+        for flag, value, low, high, allowed in ranges:
+            open_low = flag.startswith("--max")
+            if not math.isfinite(value) or value > high or value < low or (open_low and value <= low):
+                raise UserError(f"{flag} {value:g} is not allowed: {allowed}")
+
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -36,7 +53,7 @@ class ExportOptions:
     precision: Precision = Precision.FP32
     formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
     calib: str | None = None
-    calib_samples: int = 64
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
     held_out: int = 32
     io_type: IoType = IoType.FLOAT
     layout: Layout = Layout.NHWC
@@ -70,6 +87,11 @@ class ExportOptions:
         if not 1 <= self.calib_samples <= MAX_CALIB_SAMPLES:
             raise UserError(f"--calib-samples {self.calib_samples} is not allowed: "
                             f"an integer from 1 to {MAX_CALIB_SAMPLES}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed {self.seed} is not allowed: an integer from 0 to {MAX_SEED}")
+        if self.held_out < 1:
+            raise UserError(f"held-out samples {self.held_out} is not allowed: 1 or more")
+        self.thresholds.validate()
 
     def used(self) -> ExportOptions:
         """These options with the ones the precision ignores reset to their defaults

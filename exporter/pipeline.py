@@ -7,7 +7,7 @@ come from the format table (:mod:`exporter.formats`); nothing here branches on o
 from __future__ import annotations
 
 import logging
-import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from exporter import formats
-from exporter.artifacts import artifact_name
+from exporter.artifacts import artifact_name, file_model_name
 from exporter.options import ExportFormat, ExportOptions, Progress, Thresholds
 from mobilectl.core.errors import UserError, VerificationFailed
 from mobilectl.core.files import check_out_dir, make_out_dir, sha256, tool_versions, write_atomic
@@ -28,10 +28,12 @@ from mobilectl.core.version import __version__
 from models_keras.analysis import UnsupportedLayerError, analyze_model
 import models_keras.layers  # noqa: F401  (registers the zoo's layers: .keras files using them load)
 from models_keras.registry import get_model_spec
-from quant.calibration import DEFAULT_WARNING, CalibrationSet, load_calibration
+from quant.calibration import DEFAULT_WARNING, CalibrationSet, check_source, load_calibration
 from quant.metrics import compare
 
 log = logging.getLogger(__name__)
+
+OUTPUT_STEP = 1 / 256  # int8's step on a softmax output in [0, 1]
 
 __all__ = ["ExportOptions", "ExportResult", "Thresholds", "VerificationFailed", "export"]
 
@@ -112,7 +114,7 @@ def build_or_load(target: str, *, knobs: dict[str, Any] | None = None,
             given = ", ".join([*(knobs or {}), *(["weights"] if weights else [])])
             raise UserError(f"{given}: knobs and weights apply to registry models, not "
                             f"to a file ({target})")
-        model, name = _load_keras_file(Path(target)), _file_model_name(Path(target))
+        model, name = _load_keras_file(Path(target)), file_model_name(Path(target))
         spec_knobs, variant, origin, trained = {}, "", str(target), True
         normalization = Normalization()
     else:
@@ -138,22 +140,37 @@ def _cost(model: Any) -> tuple[int | None, int]:
     return cost.macs, cost.params
 
 
-def _file_model_name(path: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem) or "model"
-
-
 def _load_keras_file(path: Path) -> Any:
     import keras  # heavy: TensorFlow/Keras load only when a model is loaded
 
-    if path.suffix != ".keras":
-        raise UserError(f"{path}: not a model file; give a registry name or a .keras file")
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; give a registry name or a .keras file")
+    _check_keras_file(path)
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # keras raises many types for unloadable files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{path} cannot be loaded safely (safe_mode=True): {first[:200]}") from None
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if "Lambda" in text and "safe_mode" in text:
+            raise UserError(f"{path} holds a Lambda layer (arbitrary Python code), which "
+                            "mobilectl does not load (safe_mode); replace it with a built-in "
+                            "or registered layer and save again") from None
+        first = text.split(". ")[0]
+        raise UserError(f"{path} cannot be loaded safely (safe_mode=True): {first}") from None
+
+
+def _check_keras_file(path: Path) -> None:
+    """A readable .keras archive, or a UserError saying what it is instead."""
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        raise UserError(f"{path}: legacy HDF5 models are not supported; load it in Keras and "
+                        "save it as .keras (model.save('model.keras'))")
+    if path.suffix != ".keras":
+        raise UserError(f"{path}: not a model file; give a registry name or a .keras file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a .keras file (a .keras model is one zip "
+                        "file written by model.save)")
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give a registry name or a .keras file")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a .keras archive (truncated or corrupt: a .keras file "
+                        "is a zip written by model.save)")
 
 
 def _check_input(model: Any, target: str) -> None:
@@ -188,17 +205,9 @@ def convert(source: SourceModel, options: ExportOptions, calib: CalibrationSet,
     """Convert (and quantize) ``source`` to ``row``'s format."""
     data = row.convert(source.model, options=options, calibration=calib.calibration,
                        metadata=metadata_for(source, options, row), progress=progress)
-    layout = row.layout(options)
-    suffix = str(layout) if layout != Layout.NHWC else ""
-    name = artifact_name(*_stem(source, options, suffix), options.precision, row.name)
-    return Candidate(row.name, options.precision, name, data, row.io_details(data), layout)
-
-
-def _stem(source: SourceModel, options: ExportOptions, suffix: str) -> tuple[str, str]:
-    """(model, variant) parts of the file name; ``options.output`` replaces both."""
-    if options.output:
-        return options.output, suffix
-    return source.name, "-".join(p for p in (source.variant, suffix) if p)
+    name = artifact_name(source.name, source.variant, options, row)
+    return Candidate(row.name, options.precision, name, data, row.io_details(data),
+                     row.layout(options))
 
 
 # ---- stage 4: verify -------------------------------------------------------------
@@ -218,16 +227,19 @@ def verify(candidate: Candidate, reference: np.ndarray, x: np.ndarray, *,
 
 def checks(precision: Precision, m: dict[str, float], t: Thresholds) -> tuple[Check, ...]:
     """Quantized: cosine, SQNR, top-1 agreement minimums; float: max abs error."""
+    constant = Check("constant_output", "<= 0", m["constant_output"] <= 0,
+                     "constant_output: the output is the same for every held-out input "
+                     "(e.g. all zeros) while the float model's is not")
     if precision.is_quantized:
         limits = (("cosine", t.min_cosine, ""), ("sqnr_db", t.min_sqnr_db, " dB"),
                   ("top1_agreement", t.min_top1, ""))
-        return tuple(Check(key, f">= {limit:g}", m[key] >= limit,
-                           f"{key} {m[key]:.4g}{unit} is below {limit:g}{unit} by "
-                           f"{limit - m[key]:.3g}{unit}") for key, limit, unit in limits)
+        return (*(Check(key, f">= {limit:g}", m[key] >= limit,
+                        f"{key} {m[key]:.4g}{unit} is below {limit:g}{unit} by "
+                        f"{limit - m[key]:.3g}{unit}") for key, limit, unit in limits), constant)
     limit = t.max_abs_error_fp16 if precision == Precision.FP16 else t.max_abs_error
     err = m["max_abs_error"]
     return (Check("max_abs_error", f"<= {limit:g}", err <= limit,
-                  f"max_abs_error {err:.3g} is above {limit:g} by {err - limit:.3g}"),)
+                  f"max_abs_error {err:.3g} is above {limit:g} by {err - limit:.3g}"), constant)
 
 
 # ---- stage 5: write --------------------------------------------------------------
@@ -272,25 +284,29 @@ def export(target: str, *, knobs: dict[str, Any] | None = None, weights: str | N
     writing the artifacts that passed) if an enforced check fails."""
     formats.check(options)
     check_out_dir(out)
+    check_source(options.calib)
     progress(f"build {target}")
     source = build_or_load(target, knobs=knobs, weights=weights, seed=options.seed)
     _check_labels(options, source)
     progress("calibrate")
     calib = calibrate(source, options)
     reference = reference_outputs(source, calib)
-    passed, failures = [], []
+    passed, failures, constant = [], [], []
     for candidate in _candidates(source, options, calib, progress):
         progress(f"verify {candidate.name}")
         check = verify(candidate, reference, calib.held_out, thresholds=options.thresholds,
                        enforced=source.trained)
+        constant += [candidate.name] if check.metrics["constant_output"] else []
         if check.passed or not check.enforced:
             passed.append((candidate, manifest_entry(candidate, source, calib, check, options)))
         else:
             failures += [f"{candidate.name}: {text}" for text in check.failures()]
-    progress(f"write {len(passed)} artifact(s) to {out}")
-    write(out, passed)
+            failures += _hints(check, reference)
+    if passed:
+        progress(f"write {len(passed)} artifact(s) to {out}")
+        write(out, passed)
     result = ExportResult(out, [entry for _, entry in passed], failures,
-                          _warnings(source, calib, options))
+                          _warnings(source, calib, options, constant))
     if failures:
         raise VerificationFailed("; ".join(failures))
     return result
@@ -302,6 +318,21 @@ def _candidates(source: SourceModel, options: ExportOptions, calib: CalibrationS
         yield convert(source, options, calib, formats.get(fmt), progress)
 
 
+def _hints(check: Verification, reference: np.ndarray) -> list[str]:
+    """Why a top-1 check may fail for reasons other than the conversion: the float
+    model's own top-1 margin is below int8's output step (near-uniform outputs, as
+    untrained or barely trained weights give), so rounding alone reorders classes."""
+    if "top1_agreement" not in {c.metric for c in check.checks if not c.ok}:
+        return []
+    top2 = np.sort(reference.reshape(len(reference), -1), axis=1)[:, -2:]
+    margin = float(np.median(top2[:, 1] - top2[:, 0]))
+    if margin >= OUTPUT_STEP:
+        return []
+    return [f"hint: the float model's median top-1 margin is {margin:.2g}, below int8's output "
+            f"step ({OUTPUT_STEP:.2g}): its outputs are near-uniform (untrained weights?), so "
+            "top-1 agreement says little; export trained weights, or lower --min-top1"]
+
+
 def _check_labels(options: ExportOptions, source: SourceModel) -> None:
     classes = int(source.model.output_shape[-1])
     if options.labels and len(options.labels) != classes:
@@ -309,7 +340,8 @@ def _check_labels(options: ExportOptions, source: SourceModel) -> None:
                         f"{classes} outputs: give one label per line, {classes} lines")
 
 
-def _warnings(source: SourceModel, calib: CalibrationSet, options: ExportOptions) -> list[str]:
+def _warnings(source: SourceModel, calib: CalibrationSet, options: ExportOptions,
+              constant: list[str]) -> list[str]:
     notes = []
     if calib.kind == "default" and options.precision == Precision.INT8:
         notes.append(DEFAULT_WARNING)
@@ -318,4 +350,9 @@ def _warnings(source: SourceModel, calib: CalibrationSet, options: ExportOptions
     if not source.trained:
         notes.append("freshly initialised weights (no --weights): verification metrics "
                      "are reported but not enforced")
+    if constant and not source.trained:
+        notes.append(f"{', '.join(constant)}: the same output for every input: untrained "
+                     "weights give near-uniform outputs that int8's output step rounds to a "
+                     "constant; export trained weights (--weights FILE, see "
+                     "examples/digits.py) for a meaningful artifact")
     return notes

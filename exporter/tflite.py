@@ -19,7 +19,7 @@ import numpy as np
 from exporter.options import ExportFormat, ExportOptions, Progress
 from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import TensorInfo, TensorIO
-from mobilectl.core.tfenv import quiet_stdout
+from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Format, IoType, Layout, Precision
 from quant import tflite_quant
 
@@ -37,7 +37,7 @@ def convert(model: Any, *, precision: Precision = Precision.FP32,
     converter = tflite_quant.make_converter(model, precision=precision,
                                             calibration=calibration, io_type=io_type)
     try:
-        with quiet_stdout():
+        with third_party_output():
             if keep_float:
                 return tflite_quant.convert_mixed(converter, calibration, keep_float,
                                                   model_name=model.name, io_type=io_type)
@@ -88,14 +88,15 @@ def run(flatbuffer: bytes, x: np.ndarray, *, layout: Layout = Layout.NHWC) -> np
     """Run a .tflite model on each row of NHWC ``x`` (float inputs; int8/uint8 inputs
     are quantized with the tensor's scale and zero point, outputs dequantized)."""
     del layout  # TFLite inputs are always NHWC
-    runtime = tflite_quant.interpreter(flatbuffer)
-    runtime.allocate_tensors()
-    inp, outp = runtime.get_input_details()[0], runtime.get_output_details()[0]
-    rows = []
-    for row in np.asarray(x, dtype=np.float32):
-        runtime.set_tensor(inp["index"], _to_tensor(row[None], inp))
-        runtime.invoke()
-        rows.append(_from_tensor(runtime.get_tensor(outp["index"]), outp))
+    with third_party_output():  # LiteRT prints INFO lines when it applies XNNPACK
+        runtime = tflite_quant.interpreter(flatbuffer)
+        runtime.allocate_tensors()
+        inp, outp = runtime.get_input_details()[0], runtime.get_output_details()[0]
+        rows = []
+        for row in np.asarray(x, dtype=np.float32):
+            runtime.set_tensor(inp["index"], _to_tensor(row[None], inp))
+            runtime.invoke()
+            rows.append(_from_tensor(runtime.get_tensor(outp["index"]), outp))
     return np.concatenate(rows)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -29,18 +29,20 @@ import exporter
 import models_keras
 import quant
 from device_profiles.harness import Artifact, ProfileOptions, measure
-from device_profiles.profile import load_profile
+from device_profiles.profile import Transport, load_profile
+from exporter import formats as format_table
+from exporter.artifacts import artifact_name, file_model_name
 from exporter.options import ExportOptions
 from mobilectl.core.errors import UserError, VerificationFailed, nearest
-from mobilectl.core.files import check_out_dir, sha256, tool_versions, write_atomic
+from mobilectl.core.files import check_out_dir, folder_lock, sha256, tool_versions, write_atomic
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest, update_manifest
 from mobilectl.core.tfenv import import_quietly
 from mobilectl.core.types import Format, Precision
 from mobilectl.spec import ArtifactSpec, Budget, BuildSpec
+from models_keras.registry import get_model_spec
 from quant.calibration import IMAGE_SUFFIXES
 
 Progress = Callable[[str], None]
-LOCK_NAME = ".mobilectl.lock"
 SUMMARY = "summary.md"
 ENTRIES = "entries.json"
 
@@ -115,6 +117,7 @@ def _hash_tree(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
 def _code_hash() -> str:
     """The source that shapes artifacts: the zoo, the exporter, quantization."""
     return hashlib.sha256("".join(_hash_tree(Path(m.__file__).parent, (".py",))
@@ -175,6 +178,42 @@ def run_job(job: Job, cache: Path) -> JobResult:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def planned_files(job: Job, cache: Path) -> list[str]:
+    """The files ``job`` writes: its cached entries' names, else the names it will get
+    (which validates its model and knobs)."""
+    cached = _cached_entries(cache / cache_key(job))
+    if cached is not None:
+        return [e.path for e in cached]
+    spec = job.spec
+    if spec.is_file:
+        model, variant = file_model_name(Path(spec.model)), ""
+    else:
+        import_quietly()  # the zoo loads Keras: its native start-up lines go to the log
+        try:
+            registered = get_model_spec(spec.model)
+            model, variant = registered.name, registered.variant(registered.resolve(**spec.knobs))
+        except UserError as exc:
+            raise UserError(f"artifact '{spec.name}': {exc}") from None
+    return [artifact_name(model, variant, job.options, format_table.get(fmt))
+            for fmt in job.options.formats]
+
+
+def check_plan(jobs: Sequence[Job], cache: Path, *, source: Path) -> None:
+    """Refuse, before any work, jobs whose models or knobs are bad, and two jobs that
+    would write the same file."""
+    owners: dict[str, str] = {}
+    for job in jobs:
+        try:
+            names = planned_files(job, cache)
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
+        for name in names:
+            other = owners.setdefault(name, job.label)
+            if other != job.label:
+                raise UserError(f"{source}: artifacts {other} and {job.label} would both write "
+                                f"{name}: give one of them its own 'output' name")
+
+
 def _cached_entries(slot: Path) -> list[ManifestEntry] | None:
     index = slot / ENTRIES
     if not index.is_file():
@@ -191,18 +230,11 @@ def _cached_entries(slot: Path) -> list[ManifestEntry] | None:
 
 @contextlib.contextmanager
 def locked(out: Path, progress: Progress) -> Iterator[None]:
-    """An exclusive lock on the output folder (concurrent builds wait their turn)."""
+    """An exclusive lock on the output folder (concurrent builds wait their turn; no
+    lock file is left behind)."""
     out.mkdir(parents=True, exist_ok=True)
-    with (out / LOCK_NAME).open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for another build to release {out}")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with folder_lock(out, waiting=lambda: progress(f"waiting for another build to release {out}")):
+        yield
 
 
 def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
@@ -213,6 +245,7 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
     summary. Stops at the first failure unless keep_going."""
     check_out_dir(out)
     todo = jobs_of(spec, only)
+    check_plan(jobs_of(spec), cache, source=spec.source)
     cache.mkdir(parents=True, exist_ok=True)
     results: list[JobResult] = []
     with locked(out, progress):
@@ -220,7 +253,7 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
             results.append(result)
             if result.status != "failed":
                 _publish(result, cache, out)
-                _check_budgets(result, out, measure_with or ProfileOptions(), progress)
+                _check_budgets(result, out, cache, measure_with or ProfileOptions(), progress)
         write_summary(out, results)
     return results
 
@@ -260,18 +293,18 @@ def _publish(result: JobResult, cache: Path, out: Path) -> None:
     update_manifest(out, [e.with_build(build=result.status) for e in result.entries])
 
 
-def _check_budgets(result: JobResult, out: Path, measure_with: ProfileOptions,
+def _check_budgets(result: JobResult, out: Path, cache: Path, measure_with: ProfileOptions,
                    progress: Progress) -> None:
     """Size and latency budgets per device profile; a miss fails the job."""
     checks = [check for budget in result.job.spec.budgets for entry in result.entries
-              for check in _budget_checks(budget, entry, out, measure_with, progress)]
+              for check in _budget_checks(budget, entry, out, cache, measure_with, progress)]
     result.budget_checks = checks
     broken = [c.text for c in checks if not c.ok]
     if broken:
         result.status, result.error = "failed", "; ".join(broken)
 
 
-def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path,
+def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path,
                    measure_with: ProfileOptions, progress: Progress) -> list[BudgetCheck]:
     checks = []
     size_mb = entry.bytes / 2**20
@@ -281,28 +314,43 @@ def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path,
                                   f"{entry.path}: {size_mb:.2f} MB > {budget.max_size_mb} MB "
                                   f"on {budget.profile}"))
     if budget.max_latency_ms is not None and (entry.format == Format.TFLITE or budget.profile == "host"):
-        median = _measure(out / entry.path, entry, budget.profile, measure_with, progress)
-        shown = "not measured" if median is None else f"{median:.3f} ms"
+        median, why = _measure(out / entry.path, entry, budget.profile, cache, measure_with,
+                               progress)
+        text = (f"{entry.path}: latency not measured on {budget.profile}: {why}" if median is None
+                else f"{entry.path}: median {median:.3f} ms > {budget.max_latency_ms} ms "
+                     f"on {budget.profile}")
         checks.append(BudgetCheck(entry.path, budget.profile, "latency_ms", median,
                                   budget.max_latency_ms,
-                                  median is not None and median <= budget.max_latency_ms,
-                                  f"{entry.path}: median {shown} > {budget.max_latency_ms} ms "
-                                  f"on {budget.profile}"))
+                                  median is not None and median <= budget.max_latency_ms, text))
     return checks
 
 
-def _measure(path: Path, entry: ManifestEntry, profile_name: str, measure_with: ProfileOptions,
-             progress: Progress) -> float | None:
-    """The median latency of one artifact on a profile's device (None if it could not
-    be measured: the reason is shown as progress)."""
+def _measure(path: Path, entry: ManifestEntry, profile_name: str, cache: Path,
+             measure_with: ProfileOptions, progress: Progress) -> tuple[float | None, str]:
+    """The median latency of one artifact on a profile's device, and how it was had
+    ("measured", "reused") or why there is none. A measurement is reused while its
+    inputs are unchanged: the artifact's bytes, the profile, the options, the tools."""
     profile = load_profile(profile_name)
-    options = replace(measure_with, device=profile_name)
+    options = replace(measure_with, device=profile_name, out=Path("."))
+    if profile.transport == Transport.LOCAL:  # adb settings are for the phone budgets
+        options = replace(options, serials=(), benchmark_binary=None, adb=None, adb_server=None)
+    key = hashlib.sha256(json.dumps(
+        {"sha256": entry.sha256, "profile": dataclasses.asdict(profile),
+         "options": dataclasses.asdict(options), "tools": tool_versions()},
+        sort_keys=True, default=str).encode()).hexdigest()
+    stored = cache / "measurements" / f"{key}.json"
+    if stored.is_file():
+        return float(json.loads(stored.read_text())["median_ms"]), "reused"
     try:
         result = measure([Artifact.of_entry(path, entry)], profile, options, progress)
     except UserError as exc:
-        progress(f"latency budget on {profile_name}: {exc}")
-        return None
-    return result.measurements[0].latency.median_ms if result.measurements else None
+        return None, " ".join(str(exc).split())
+    if not result.measurements:
+        return None, "; ".join(result.failures) or "no measurement"
+    median = result.measurements[0].latency.median_ms
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(stored, json.dumps({"median_ms": median}).encode())
+    return median, "measured"
 
 
 def write_summary(out: Path, results: Sequence[JobResult]) -> Path:

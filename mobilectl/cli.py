@@ -9,6 +9,7 @@ each import saying why, so ``--help`` and ``--version`` are instant.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 
 from mobilectl.core.errors import UserError, VerificationFailed
-from mobilectl.core.tfenv import import_quietly
+from mobilectl.core.tfenv import import_quietly, log_path, log_size
 from mobilectl.core.types import Format, IoType, Layout, Precision, parse
 from mobilectl.core.version import __version__
 from mobilectl.progress import stage_progress
@@ -31,8 +32,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Efficient CNNs from a Keras definition to a measured model on a phone.",
 )
-# Piped output (CI logs, files) is not cut to 80 columns; a terminal keeps its width.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# Tables fit the terminal (or $COLUMNS); piped output without $COLUMNS (CI logs, files)
+# gets 200 columns.
+out = Console(soft_wrap=True,
+              width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 err = Console(stderr=True, log_path=False)
 
 WidthOpt = Annotated[Optional[float], typer.Option("--width-multiplier", "-w",
@@ -41,9 +44,9 @@ ResolutionOpt = Annotated[Optional[int], typer.Option("--resolution", "-r",
                           help="Input height and width in pixels.")]
 GroupsOpt = Annotated[Optional[int], typer.Option("--groups", help="Groups of pointwise convolutions.")]
 ClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier outputs.")]
-TopOpt = Annotated[Optional[bool], typer.Option("--include-top/--no-include-top",
+TopOpt = Annotated[Optional[bool], typer.Option("--include-top/--no-include-top", metavar="",
                    help="Keep the pooling + classifier head.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout for scripts.")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON on stdout for scripts.")]
 
 
 def _version(value: bool) -> None:
@@ -52,12 +55,19 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+VERBOSE: list[bool] = [False]  # set by --verbose for this process's run
+
+
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", metavar="", help="Also show what TensorFlow, "
+                                          "tf2onnx, onnxruntime and LiteRT printed "
+                                          "(kept in a log file otherwise).")] = False,
 ) -> None:
     """Efficient CNNs from a Keras definition to a measured model on a phone."""
+    VERBOSE[0] = verbose
 
 
 def _print_json(data: Any) -> None:
@@ -83,7 +93,7 @@ def models_cmd(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json([{k: v for k, v in row.items() if k != "variants_text"} for row in rows])
     else:
-        out.print(models_table(rows))
+        out.print(models_table(rows, width=out.width))
 
 
 @app.command("info")
@@ -91,7 +101,7 @@ def info_cmd(
     model: Annotated[str, typer.Argument(help="Registry name, see 'mobilectl models'.")],
     width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
     groups: GroupsOpt = None, num_classes: ClassesOpt = None, include_top: TopOpt = None,
-    per_layer: Annotated[bool, typer.Option("--per-layer", help="Show every layer.")] = False,
+    per_layer: Annotated[bool, typer.Option("--per-layer", metavar="", help="Show every layer.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build MODEL and report the FLOPs proxy: MACs, params, memory traffic, peak memory."""
@@ -108,7 +118,7 @@ def info_cmd(
         return
     out.print(summary_table(info))
     if per_layer:
-        out.print(layers_table(info["layers"]))
+        out.print(layers_table(info["layers"], width=out.width))
 
 
 PrecisionFlags = tuple[bool, bool, bool]
@@ -145,9 +155,9 @@ def export_cmd(
     groups: GroupsOpt = None, num_classes: ClassesOpt = None,
     weights: Annotated[Optional[str], typer.Option("--weights",
                        help="Local .weights.h5 file for a registry model.")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Full-integer int8 (calibrated).")] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="float16 weights.")] = False,
-    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic-range int8 weights.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", metavar="", help="Full-integer int8 (calibrated).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", metavar="", help="float16 weights.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", metavar="", help="Dynamic-range int8 weights.")] = False,
     formats: Annotated[str, typer.Option("--format", help="tflite, onnx or both.")] = "tflite,onnx",
     calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR_OR_NPY",
                      help="Images folder or .npy/.npz (default: bundled photos).")] = None,
@@ -198,7 +208,9 @@ def export_cmd(
     if as_json:
         _print_json({"out": str(result.out), "artifacts": [e.to_dict() for e in result.entries]})
     else:
-        out.print(export_table(result.entries, str(result.out)))
+        out.print(export_table(result.entries, str(result.out), width=out.width))
+    _note(f"wrote {len(result.entries)} artifact(s) and manifest.json to {result.out}; next: "
+          f"mobilectl profile {result.out / 'manifest.json'}")
 
 
 @app.command("quant-report")
@@ -218,15 +230,17 @@ def quant_report_cmd(
 ) -> None:
     """Rank layers by the error they add under int8 (TFLite), and suggest --keep-float."""
     from exporter.options import ExportOptions  # lazy: pulls numpy
+    from quant.calibration import check_source
 
     options = ExportOptions(precision=Precision.INT8, calib=calib, calib_samples=calib_samples,
                             seed=seed, held_out=1)
     options.validate()
+    check_source(calib)
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
                    num_classes=num_classes)
     _quiet_tensorflow()
     from exporter.pipeline import build_or_load, calibrate  # lazy: imports TensorFlow/Keras
-    from quant.sensitivity import layer_sensitivity, suggest_keep_float
+    from quant.sensitivity import layer_sensitivity, suggest_keep_float, verdict
 
     with stage_progress(err, target) as progress:
         progress(f"build {target}")
@@ -242,9 +256,9 @@ def quant_report_cmd(
                      "suggest_keep_float": suggestion,
                      "layers": [r.as_dict() for r in rows]})
         return
-    out.print(sensitivity_table(rows[:top], f"{source.name} int8 sensitivity"))
-    flags = " ".join(f"--keep-float {name}" for name in suggestion)
-    out.print(f"suggested: {flags}" if flags else "no layer stands out above rounding noise")
+    out.print(sensitivity_table(rows[:top], f"{source.name} int8 sensitivity",
+                                width=out.width))
+    out.print(verdict(rows, suggestion), markup=False, highlight=False)
 
 
 @app.command("profile")
@@ -283,7 +297,7 @@ def profile_cmd(
     if as_json:
         sys.stdout.write(json.dumps(result.summary, indent=2, sort_keys=True, default=str) + "\n")
     else:
-        out.print(profile_table(result.summary))
+        out.print(profile_table(result.summary, width=out.width))
         out.print(f"report: {result.summary['report']}")
     if result.failures:
         err.print(f"error: {len(result.failures)} failure(s); first: "
@@ -305,7 +319,7 @@ def devices_cmd(
     if as_json:
         _print_json(rows)
     else:
-        out.print(devices_table(rows))
+        out.print(devices_table(rows, width=out.width))
 
 
 device_app = typer.Typer(help="Prepare devices for profiling.", no_args_is_help=True)
@@ -335,7 +349,7 @@ def build_cmd(
     only: Annotated[Optional[list[str]], typer.Option("--only", metavar="NAME",
                     help="Build only this artifact (repeatable; a CI matrix slice).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel processes.")] = 1,
-    keep_going: Annotated[bool, typer.Option("--keep-going", help="Build the rest after a failure.")] = False,
+    keep_going: Annotated[bool, typer.Option("--keep-going", metavar="", help="Build the rest after a failure.")] = False,
     merge_dirs: Annotated[Optional[list[str]], typer.Option("--merge", metavar="DIR",
                           help="Join the outputs of several builds into --out.")] = None,
     serial: Annotated[Optional[list[str]], typer.Option("--serial", help="adb serial for budgets.")] = None,
@@ -363,7 +377,9 @@ def build_cmd(
     if as_json:
         _print_json({"out": out_dir, "summary": str(Path(out_dir) / "summary.md"), "jobs": rows})
     else:
-        out.print(build_table(rows))
+        out.print(build_table(rows, width=out.width))
+    _note(f"artifacts, manifest.json and summary.md in {out_dir}; next: mobilectl profile "
+          f"{Path(out_dir) / 'manifest.json'}")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         err.print(f"error: {len(failed)} artifact(s) failed; first: {failed[0]['artifact']}: "
@@ -372,25 +388,58 @@ def build_cmd(
         raise typer.Exit(1)
 
 
+def _note(message: str) -> None:
+    """A hint on stderr (where things went, what to run next)."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _bad_value(exc: Any, argv: list[str]) -> str:
+    """`` (got 'abc')`` for a usage error about an option's value, found in ``argv``."""
+    opts = getattr(getattr(exc, "param", None), "opts", None) or []
+    for i, word in enumerate(argv):
+        for opt in opts:
+            if word == opt and i + 1 < len(argv):
+                return f" (got {argv[i + 1]!r})"
+            if word.startswith(f"{opt}="):
+                return f" (got {word.split('=', 1)[1]!r})"
+    return ""
+
+
+def _show_log(start: int) -> None:
+    """--verbose: what third-party tools printed during this run, from the log file."""
+    path = log_path()
+    if not VERBOSE[0] or not path.is_file():
+        return
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        handle.seek(start)
+        added = handle.read()
+    err.print(f"third-party output of this run (kept in {path}):", markup=False, highlight=False)
+    sys.stderr.write(added if added.endswith("\n") or not added else added + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, mapping user errors to exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
+    start = log_size()
     try:
-        code = command.main(args=argv, prog_name="mobilectl", standalone_mode=False)
+        code = command.main(args=args, prog_name="mobilectl", standalone_mode=False)
     except UserError as exc:
+        _show_log(start)
         err.print(f"error: {_one_line(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except _ClickUsageError as exc:
-        err.print(f"error: {_one_line(exc.format_message())}", markup=False,
-                  highlight=False, soft_wrap=True)
+        err.print(f"error: {_one_line(exc.format_message())}{_bad_value(exc, args)}",
+                  markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         err.print("aborted", markup=False)
         sys.exit(130)
+    _show_log(start)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -16,6 +16,7 @@ from device_profiles.harness import (
 )
 from device_profiles.profile import load_profile
 from device_profiles.report import write_report
+from exporter import formats as format_table
 from exporter.artifacts import artifact_name
 from exporter.options import ExportOptions
 from mobilectl.core.errors import UserError
@@ -48,6 +49,10 @@ def resolve_targets(targets: Sequence[str], *, precision: Precision,
         path = Path(target)
         if path.name == MANIFEST or path.suffix in (".tflite", ".onnx"):
             found += artifacts_of(path)
+        elif path.suffix or "/" in target or path.is_dir():
+            raise UserError(f"{target}: profile measures .tflite/.onnx files, a manifest.json "
+                            f"or registry names; for a Keras model run 'mobilectl export "
+                            f"{target}' first, then profile the manifest it writes")
         else:
             found += exported(target, precision=precision, formats=formats, out=out,
                               progress=progress)
@@ -57,15 +62,15 @@ def resolve_targets(targets: Sequence[str], *, precision: Precision,
 def exported(name: str, *, precision: Precision, formats: tuple[Format, ...], out: Path,
              progress: Progress) -> list[Artifact]:
     """Export ``name`` at its default knobs, unless the manifest lists current files."""
-    wanted = {artifact_name(name, "", precision, fmt) for fmt in formats}
+    options = ExportOptions(precision=precision, formats=formats, calib_samples=32, held_out=8)
+    wanted = {artifact_name(name, "", options, format_table.get(fmt)) for fmt in formats}
     current = _current(out, wanted)
     if set(current) != wanted:
         import_quietly()  # before Keras loads: its native start-up lines stay off stderr
         from exporter.pipeline import export  # heavy: imports TensorFlow/Keras
 
         progress(f"export {name} ({precision})")
-        export(name, options=ExportOptions(precision=precision, formats=formats,
-                                           calib_samples=32, held_out=8), out=out)
+        export(name, options=options, out=out)
         current = {e.path: e for e in read_manifest(out).artifacts if e.path in wanted}
     else:
         progress(f"reuse {name} ({precision}): manifest is current")

@@ -1,13 +1,59 @@
-"""Plain data -> rich tables and JSON-ready dicts for the CLI (no heavy imports)."""
+"""Plain data -> rich tables for the CLI (no heavy imports).
+
+Every table fits the terminal: a column a user has to type from (a model, layer,
+artifact or serial name) never wraps or truncates; when the table is too wide, the
+columns that matter least are dropped first (``--json`` always has everything), and
+long free text (variants, verification, errors) wraps inside its column.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
 
 from mobilectl.core.manifest import ManifestEntry
+
+WRAP_MIN = 18  # the narrowest a wrapping column gets
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``drop`` 0 never drops; higher numbers drop first."""
+
+    head: str
+    right: bool = False
+    drop: int = 0
+    wrap: bool = False
+
+
+def fitted(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], *,
+           width: int, caption: str | None = None) -> Table:
+    """A table of ``rows`` within ``width`` characters: drop columns by priority while
+    it is too wide; names keep their full width."""
+    keep = list(range(len(columns)))
+
+    def needed(indexes: list[int]) -> int:
+        widths = [max([len(columns[i].head), *(len(r[i]) for r in rows)]) for i in indexes]
+        return sum(min(w, WRAP_MIN) if columns[i].wrap else w
+                   for i, w in zip(indexes, widths)) + 3 * len(indexes) + 1
+
+    for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop):
+        if needed(keep) <= width:
+            break
+        keep.remove(i)
+    table = Table(title=title, title_justify="left", caption=caption)
+    for i in keep:
+        column = columns[i]
+        table.add_column(column.head, justify="right" if column.right else "left",
+                         no_wrap=not column.wrap, overflow="fold",
+                         min_width=None if column.wrap else needed([i]) - 4)
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
+    return table
 
 
 def millions(value: float | None, digits: int = 2) -> str:
@@ -19,16 +65,19 @@ def mebibytes(value: int) -> str:
     return f"{value / 2**20:.2f} MiB"
 
 
-def models_table(rows: list[dict[str, Any]]) -> Table:
-    """The zoo table of ``mobilectl models``."""
-    table = Table(title="mobilectl model zoo", title_justify="left")
-    for column, justify in (("name", "left"), ("family", "left"), ("variants", "left"),
-                            ("input", "right"), ("MACs", "right"), ("params", "right")):
-        table.add_column(column, justify=justify)
-    for row in rows:
-        table.add_row(row["name"], row["family"], row["variants_text"], str(row["input"]),
-                      "-" if row["macs_m"] is None else f"{row['macs_m']:g}M", "-" if row["params_m"] is None else f"{row['params_m']:g}M")
-    return table
+def _paper(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}M"
+
+
+def models_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    """The zoo table of ``mobilectl models``; the MACs and params are the papers'."""
+    columns = (Column("name"), Column("family", drop=3), Column("input", right=True, drop=2),
+               Column("paper MACs", right=True, drop=1), Column("paper params", right=True, drop=1),
+               Column("knobs", wrap=True, drop=4))
+    body = [[r["name"], r["family"], str(r["input"]), _paper(r["macs_m"]), _paper(r["params_m"]),
+             r["variants_text"]] for r in rows]
+    return fitted("mobilectl model zoo", columns, body, width=width,
+                  caption="paper MACs/params: the paper's figures at the default variant")
 
 
 def summary_table(info: dict[str, Any]) -> Table:
@@ -55,26 +104,25 @@ def summary_table(info: dict[str, Any]) -> Table:
     return table
 
 
-def layers_table(layers: list[dict[str, Any]]) -> Table:
+def layers_table(layers: list[dict[str, Any]], *, width: int) -> Table:
     """Per-layer breakdown of ``mobilectl info --per-layer``."""
-    table = Table(title="per layer", title_justify="left")
-    table.add_column("layer", no_wrap=True)
-    for column, justify in (("type", "left"), ("output", "right"),
-                            ("MACs", "right"), ("elementwise", "right"), ("params", "right"),
-                            ("MAC f32 KiB", "right"), ("MAC i8 KiB", "right")):
-        table.add_column(column, justify=justify)
-    for row in layers:
-        table.add_row(
-            row["name"], row["type"], "x".join(map(str, row["output_shape"])),
-            f"{row['macs']:,}", f"{row['elementwise']:,}", f"{row['params']:,}",
-            f"{row['memory_access_bytes']['float32'] / 1024:,.1f}",
-            f"{row['memory_access_bytes']['int8'] / 1024:,.1f}",
-        )
-    return table
+    columns = (Column("layer"), Column("type", drop=3), Column("output", right=True, drop=2),
+               Column("MACs", right=True), Column("elementwise", right=True, drop=4),
+               Column("params", right=True, drop=1),
+               Column("mem access (f32) KiB", right=True, drop=5),
+               Column("mem access (i8) KiB", right=True, drop=6))
+    body = [[r["name"], r["type"], "x".join(map(str, r["output_shape"])), f"{r['macs']:,}",
+             f"{r['elementwise']:,}", f"{r['params']:,}",
+             f"{r['memory_access_bytes']['float32'] / 1024:,.1f}",
+             f"{r['memory_access_bytes']['int8'] / 1024:,.1f}"] for r in layers]
+    return fitted("per layer", columns, body, width=width,
+                  caption="mem access: input + output feature maps + weights (ShuffleNet V2's MAC)")
 
 
 def _metric_text(entry: ManifestEntry) -> str:
     metrics = entry.verification.metrics
+    if metrics.get("constant_output"):
+        return "constant output (the same for every input)"
     if entry.precision.is_quantized:
         sqnr = metrics["sqnr_db"]
         sqnr_text = "exact" if sqnr is None or math.isinf(sqnr) else f"{sqnr:.1f} dB"
@@ -83,77 +131,72 @@ def _metric_text(entry: ManifestEntry) -> str:
     return f"max abs err {metrics['max_abs_error']:.2e}"
 
 
-def export_table(entries: list[ManifestEntry], out: str) -> Table:
+def export_table(entries: list[ManifestEntry], out: str, *, width: int) -> Table:
     """One row per written artifact: size, I/O, verification."""
-    table = Table(title=f"artifacts in {out}")
-    for column in ("artifact", "format", "precision", "size", "input", "MACs", "verification",
-                   "sha256"):
-        table.add_column(column, justify="right" if column in ("size", "MACs") else "left")
+    columns = (Column("artifact"), Column("format", drop=3), Column("precision", drop=2),
+               Column("size", right=True), Column("input", drop=4),
+               Column("MACs", right=True, drop=5), Column("verification", wrap=True),
+               Column("sha256", drop=6))
+    body = []
     for e in entries:
-        inp = e.io.inputs[0]
-        check = e.verification
+        inp, check = e.io.inputs[0], e.verification
         status = ("ok" if check.passed else "BELOW LIMIT") + ("" if check.enforced
                                                               else " (not enforced)")
-        table.add_row(e.path, e.format, e.precision, mebibytes(e.bytes),
-                      f"{inp.dtype} {'x'.join(str(d) for d in inp.shape)}",
-                      millions(e.macs, 1) if e.macs else "-", f"{_metric_text(e)}: {status}",
-                      e.sha256[:12])
-    return table
+        body.append([e.path, str(e.format), str(e.precision), mebibytes(e.bytes),
+                     f"{inp.dtype} {'x'.join(str(d) for d in inp.shape)}",
+                     millions(e.macs, 1) if e.macs else "-", f"{_metric_text(e)}: {status}",
+                     e.sha256[:12]])
+    return fitted(f"artifacts in {out}", columns, body, width=width)
 
 
-def sensitivity_table(rows: list[Any], title: str) -> Table:
+def sensitivity_table(rows: list[Any], title: str, *, width: int) -> Table:
     """Layers ranked by the error they add when quantized (worst first)."""
-    table = Table(title=title, caption="rmse/step: 0.29 is pure rounding noise")
-    for column in ("rank", "layer", "op", "rmse/step", "max err/step", "fused layers"):
-        table.add_column(column, justify="right" if "step" in column or column == "rank" else "left")
-    for r in rows:
-        table.add_row(str(r.rank), r.layer, r.op, f"{r.rmse_steps:.3f}",
-                      f"{r.max_abs_steps:.2f}", ", ".join(r.layers))
-    return table
+    columns = (Column("rank", right=True), Column("layer"), Column("op", drop=2),
+               Column("rmse/step", right=True), Column("max err/step", right=True, drop=1),
+               Column("fused layers", wrap=True, drop=3))
+    body = [[str(r.rank), r.layer, r.op, f"{r.rmse_steps:.3f}", f"{r.max_abs_steps:.2f}",
+             ", ".join(r.layers)] for r in rows]
+    return fitted(title, columns, body, width=width,
+                  caption="rmse/step: 0.29 is pure rounding noise")
 
 
 def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def profile_table(summary: dict[str, Any]) -> Table:
+def profile_table(summary: dict[str, Any], *, width: int) -> Table:
     """Per-model latency next to the FLOPs proxy."""
-    table = Table(title=f"latency on {summary['device']}")
-    heads = ("model", "format", "precision", "MACs", "size", "median ms", "p5-p95 ms",
-             "GMAC/s", "% roofline", "peak MB", "")
-    for head in heads:
-        table.add_column(head, justify="left" if head in ("model", "format", "precision", "") else "right")
+    columns = (Column("model"), Column("format", drop=4), Column("precision", drop=3),
+               Column("MACs", right=True, drop=2), Column("size", right=True, drop=6),
+               Column("median ms", right=True), Column("p5-p95 ms", right=True, drop=1),
+               Column("GMAC/s", right=True, drop=5), Column("% roofline", right=True, drop=7),
+               Column("peak MB", right=True, drop=8), Column("", drop=9))
+    body = []
     for m in summary["measurements"]:
-        lat = m["latency"]
-        frac = m["roofline_fraction"]
-        table.add_row(m["model"], m["fmt"], m["precision"], millions(m["macs"], 1),
-                      mebibytes(m["size_bytes"]), f"{lat['median_ms']:.3f}",
-                      f"{_num(lat['p5_ms'], '.3f')}-{_num(lat['p95_ms'], '.3f')}",
-                      _num(m["gmacs"], ".2f"), "-" if frac is None else f"{100 * frac:.1f}%",
-                      _num(m["peak_memory_mb"], ".0f"), "noisy" if lat["noisy"] else "")
+        lat, frac = m["latency"], m["roofline_fraction"]
+        body.append([m["model"], m["fmt"], m["precision"], millions(m["macs"], 1),
+                     mebibytes(m["size_bytes"]), f"{lat['median_ms']:.3f}",
+                     f"{_num(lat['p5_ms'], '.3f')}-{_num(lat['p95_ms'], '.3f')}",
+                     _num(m["gmacs"], ".2f"), "-" if frac is None else f"{100 * frac:.1f}%",
+                     _num(m["peak_memory_mb"], ".0f"), "noisy" if lat["noisy"] else ""])
     rho = [f"{k}: {v['rho']:.2f}" for k, v in summary["spearman_macs_latency"].items()
            if v["rho"] is not None]
-    table.caption = "Spearman(MACs, latency) " + ("; ".join(rho) if rho else "n/a (< 3 models)")
-    return table
+    caption = "Spearman(MACs, latency) " + ("; ".join(rho) if rho else "n/a (< 3 models)")
+    return fitted(f"latency on {summary['device']}", columns, body, width=width, caption=caption)
 
 
-def devices_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="adb devices")
-    for head in ("serial", "state", "model", "product", "ABI", "profile"):
-        table.add_column(head)
-    for r in rows:
-        table.add_row(r["serial"], r["state"], r["model"] or "-", r["product"] or "-",
-                      r["abi"] or "-", r["profile"] or "-")
-    if not rows:
-        table.caption = "no devices: connect one over USB, or 'adb connect HOST:PORT'"
-    return table
+def devices_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    columns = (Column("serial"), Column("state"), Column("model", drop=2),
+               Column("product", drop=3), Column("ABI", drop=1), Column("profile"))
+    body = [[r["serial"], r["state"], r["model"] or "-", r["product"] or "-", r["abi"] or "-",
+             r["profile"] or "-"] for r in rows]
+    caption = None if rows else "no devices: connect one over USB, or 'adb connect HOST:PORT'"
+    return fitted("adb devices", columns, body, width=width, caption=caption)
 
 
-def build_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="mobilectl build")
-    for head in ("artifact", "status", "seconds", "files", "error"):
-        table.add_column(head, justify="right" if head == "seconds" else "left")
-    for r in rows:
-        table.add_row(r["artifact"], r["status"], f"{r['seconds']:.1f}", ", ".join(r["files"]),
-                      r["error"] or "")
-    return table
+def build_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    columns = (Column("artifact"), Column("status"), Column("seconds", right=True, drop=1),
+               Column("files", wrap=True, drop=2), Column("error", wrap=True))
+    body = [[r["artifact"], r["status"], f"{r['seconds']:.1f}", ", ".join(r["files"]),
+             r["error"] or ""] for r in rows]
+    return fitted("mobilectl build", columns, body, width=width)

@@ -196,11 +196,23 @@ def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> Expo
         output=output, seed=get("seed", int, 0))
 
 
+#: the CLI flag an option error names -> the spec key that sets it (longest first)
+FLAG_KEYS = (("--max-abs-error-fp16", "thresholds.max_abs_error_fp16"),
+             ("--max-abs-error", "thresholds.max_abs_error"),
+             ("--min-cosine", "thresholds.min_cosine"), ("--min-sqnr", "thresholds.min_sqnr_db"),
+             ("--min-top1", "thresholds.min_top1"), ("--calib-samples", "calib_samples"),
+             ("--keep-float", "keep_float"), ("--layout", "layout"), ("--format", "formats"),
+             ("--seed", "seed"), ("--io", "io"), ("--int8", "precisions int8"))
+
+
 def _checked(options: ExportOptions, src: str, name: str) -> None:
     try:
         format_table.check(options)
     except UserError as exc:
-        raise UserError(f"{src}: artifact '{name}' ({options.precision}): {exc}") from None
+        text = str(exc)
+        for flag, key in FLAG_KEYS:
+            text = text.replace(flag, key)
+        raise UserError(f"{src}: artifact '{name}' ({options.precision}): {text}") from None
 
 
 def _labels(path: Path) -> tuple[str, ...]:

@@ -133,6 +133,7 @@ RULES: dict[type, tuple[Rule, Rule]] = {
     layers.PReLU: (_free, _per_output),
     layers.Softmax: (_free, _per_output),
     layers.Rescaling: (_free, _per_output),
+    layers.Normalization: (_free, _per_output),  # (x - mean) / sqrt(var): element-wise
     layers.Add: (_free, _merge_ops),
     layers.Multiply: (_free, _merge_ops),
     layers.Subtract: (_free, _merge_ops),

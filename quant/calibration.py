@@ -10,6 +10,7 @@ source and options give the same arrays.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,34 @@ def load_calibration(
     return CalibrationSet(label, kind, inputs[:samples], inputs[samples:], tuple(skipped))
 
 
+def check_source(source: str | None) -> None:
+    """Check a ``--calib`` source before any slow work: it exists, it is a folder or a
+    .npy/.npz file, and an array file reads without pickle as an (N, H, W, 3) array
+    (its size is checked against the model's resolution later)."""
+    if source is None:
+        return
+    path = Path(source)
+    if path.is_dir():
+        find_images(path)
+        return
+    if not path.exists():
+        raise UserError(f"--calib {source}: no such file or directory; give a folder "
+                        "of images or a .npy/.npz array")
+    if path.suffix.lower() not in (".npy", ".npz") or not path.is_file():
+        raise UserError(f"--calib {source}: not a folder or a .npy/.npz file")
+    try:
+        shape = _read_array(path).shape
+    except UserError:
+        raise
+    except ValueError as exc:  # numpy refuses object arrays without pickle
+        raise UserError(f"--calib {source}: cannot be read without pickle ({exc}); save a "
+                        "plain numeric array") from None
+    except Exception as exc:  # zip, header and IO errors of a broken file
+        raise UserError(f"--calib {source}: not a readable .npy/.npz ({type(exc).__name__})") from None
+    if len(shape) != 4 or shape[-1] != 3:
+        raise UserError(f"--calib {source}: shape {shape} is not allowed: (N, H, W, 3) images")
+
+
 def _skimage_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
@@ -101,20 +130,42 @@ def find_images(folder: Path) -> list[Path]:
     return files
 
 
-def _decode(path: Path):
-    with Image.open(path) as image:
-        image.load()
-        return image.convert("RGB")
+#: images are downscaled once, on decoding, to this many times the model's resolution
+#: on their shorter side: a random crop of 35% of it still has the resolution
+DECODE_SIDE = 3
 
 
-def _decode_all(files: Sequence[Path]) -> tuple[list, list[str]]:
-    images, skipped = [], []
+def _decode(path: Path, resolution: int) -> tuple[Image.Image, bool]:
+    """Decode once, downscaled once so the shorter side is at most ``DECODE_SIDE`` x
+    ``resolution`` (every crop then resizes a small image); also say whether PIL
+    warned that the image is above its decompression-bomb pixel limit."""
+    limit = DECODE_SIDE * resolution
+    with warnings.catch_warnings(record=True) as caught, Image.open(path) as image:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        image.draft("RGB", (limit, limit))  # JPEG decodes at a reduced scale directly
+        image = image.convert("RGB")
+    w, h = image.size
+    if min(w, h) > limit:
+        scale = limit / min(w, h)
+        image = image.resize((max(limit, round(w * scale)), max(limit, round(h * scale))),
+                             Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return image, any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+
+
+def _decode_all(files: Sequence[Path], resolution: int) -> tuple[list, list[str]]:
+    images, skipped, huge = [], [], 0
     for path in files:
         try:
-            images.append(_decode(path))
+            image, bomb = _decode(path, resolution)
         except Exception as exc:  # pillow raises many types for broken files
             skipped.append(str(path))
             log.warning("skipping %s: not a decodable image (%s)", path, type(exc).__name__)
+            continue
+        images.append(image)
+        huge += bomb
+    if huge:
+        log.warning("%d calibration image(s) above PIL's %d-megapixel safety limit were "
+                    "decoded once and downscaled", huge, Image.MAX_IMAGE_PIXELS // 10**6)
     if not images:
         raise UserError(f"--calib: no decodable image; the first bad file is {files[0]}")
     return images, skipped
@@ -146,7 +197,7 @@ def _image_pool(files: Sequence[Path], resolution: int, count: int,
                 seed: int) -> tuple[np.ndarray, list[str]]:
     """``count`` crops: a centre crop of each image (in a seeded order), then seeded
     random crops cycling over the images."""
-    images, skipped = _decode_all(files)
+    images, skipped = _decode_all(files, resolution)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     crops = [centre_crop(images[i], resolution) for i in order[:count]]
@@ -165,20 +216,29 @@ def _array_set(path: Path, resolution: int, normalization: Normalization, sample
     return CalibrationSet(str(path), "array", calib, array[len(array) - n_held:])
 
 
-def load_array(path: Path, resolution: int) -> np.ndarray:
-    """Read a (N, H, W, 3) float32 (model inputs) or uint8 (pixels) array, no pickles."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise UserError(f"--calib {path}: cannot be read without pickle ({exc}); save a "
-                        "plain numeric array") from None
-    except Exception as exc:
-        raise UserError(f"--calib {path}: not a readable .npy/.npz ({type(exc).__name__})") from None
+def _read_array(path: Path) -> np.ndarray:
+    """The one array of a .npy or .npz file (members are read here, inside the caller's
+    error handling: an object member fails only when it is read)."""
+    data = np.load(path, allow_pickle=False)
     if isinstance(data, np.lib.npyio.NpzFile):
         with data:
             if len(data.files) != 1:
                 raise UserError(f"--calib {path}: holds arrays {data.files}; give exactly one")
-            data = data[data.files[0]]
+            return data[data.files[0]]
+    return data
+
+
+def load_array(path: Path, resolution: int) -> np.ndarray:
+    """Read a (N, H, W, 3) float32 (model inputs) or uint8 (pixels) array, no pickles."""
+    try:
+        data = _read_array(path)
+    except UserError:
+        raise
+    except ValueError as exc:  # numpy refuses object arrays without pickle
+        raise UserError(f"--calib {path}: cannot be read without pickle ({exc}); save a "
+                        "plain numeric array") from None
+    except Exception as exc:  # zip, header and IO errors of a broken file
+        raise UserError(f"--calib {path}: not a readable .npy/.npz ({type(exc).__name__})") from None
     want = (resolution, resolution, 3)
     if data.ndim != 4 or tuple(data.shape[1:]) != want or len(data) < 2:
         raise UserError(f"--calib {path}: shape {tuple(data.shape)} is not allowed: "

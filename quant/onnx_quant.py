@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mobilectl.core.errors import UserError, nearest
-from mobilectl.core.tfenv import quiet_stdout
+from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Layout
 
 
@@ -99,7 +99,7 @@ def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: Layout = Layou
     with tempfile.TemporaryDirectory(prefix="mobilectl-ort-") as tmp:
         src, pre, dst = (Path(tmp) / n for n in ("float.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(proto, src)
-        with quiet_stdout():
+        with third_party_output():
             # ORT's optimiser renames what it fuses, losing layer names: with layers to
             # keep in float, pre-process without it so the names can be found.
             quant_pre_process(src, pre, skip_optimization=bool(keep_float))
@@ -148,7 +148,7 @@ def quantize_dynamic(proto: Any) -> Any:
     with tempfile.TemporaryDirectory(prefix="mobilectl-ort-") as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "dynamic.onnx"
         onnx.save(proto, src)
-        with quiet_stdout():
+        with third_party_output():
             ort_dynamic(src, dst, weight_type=QuantType.QUInt8)
         return onnx.load(dst)
 
@@ -157,5 +157,5 @@ def to_fp16(proto: Any) -> Any:
     """float16 weights and activations; float32 inputs and outputs are kept."""
     from onnxruntime.transformers.float16 import convert_float_to_float16  # heavy: ORT
 
-    with quiet_stdout():
+    with third_party_output():
         return convert_float_to_float16(proto, keep_io_types=True)

@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from mobilectl.core.tfenv import quiet_stdout
+from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Precision
 from quant.tflite_quant import layer_names_in, make_converter, representative
 
 IDEAL_RMSE_STEPS = 1 / math.sqrt(12)  # uniform rounding noise, in quantization steps
+NO_LAYER = "-"  # an op no Keras layer computes (e.g. the converter's output softmax)
+KEEP_FLOAT_FACTOR = 4.0  # suggested above this many times the rounding-noise floor
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,14 @@ class LayerSensitivity:
     """The error one quantized op adds, with the Keras layers it computes."""
 
     rank: int
-    layer: str  # the Keras layer to pass to --keep-float
+    layer: str  # the Keras layer to pass to --keep-float; "-" when no layer owns the op
     layers: tuple[str, ...]
     op: str
     rmse_steps: float
     max_abs_steps: float
     mean_squared_error: float
     scale: float
+    tensor: str = ""  # the op's output tensor in the .tflite graph
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +50,7 @@ def layer_sensitivity(model: Any, calibration: np.ndarray) -> list[LayerSensitiv
     import tensorflow as tf  # heavy: only when a model is analysed
 
     converter = make_converter(model, precision=Precision.INT8, calibration=calibration)
-    with quiet_stdout():  # the converter prints its settings on stdout
+    with third_party_output():  # the converter prints its settings on stdout
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative(calibration))
         debugger.run()
@@ -67,7 +70,8 @@ def _row(rank: int, row: dict[str, str], known: set[str]) -> LayerSensitivity:
     names = tuple(n for n in layer_names_in(row["tensor_name"]) if n in known)
     convs = [n for n in names if n.endswith((".conv", ".fc", ".reduce", ".expand"))]
     return LayerSensitivity(
-        rank=rank, layer=(convs or list(names) or [row["tensor_name"]])[-1], layers=names,
+        rank=rank, layer=(convs or list(names) or [NO_LAYER])[-1], layers=names,
+        tensor=row["tensor_name"],
         op=row["op_name"], rmse_steps=_steps(row["mean_squared_error"], row["scale"]),
         max_abs_steps=float(row["max_abs_error"]) / float(row["scale"]),
         mean_squared_error=float(row["mean_squared_error"]), scale=float(row["scale"]),
@@ -75,9 +79,23 @@ def _row(rank: int, row: dict[str, str], known: set[str]) -> LayerSensitivity:
 
 
 def suggest_keep_float(rows: list[LayerSensitivity], *, top: int = 3,
-                       factor: float = 4.0) -> list[str]:
+                       factor: float = KEEP_FLOAT_FACTOR) -> list[str]:
     """Layers worth keeping in float: the worst ``top`` whose error is ``factor`` times
-    the rounding-noise floor or more."""
-    worst = [r.layer for r in rows if r.rmse_steps >= factor * IDEAL_RMSE_STEPS]
+    the rounding-noise floor or more (ops no layer owns cannot be named)."""
+    worst = [r.layer for r in rows
+             if r.layer != NO_LAYER and r.rmse_steps >= factor * IDEAL_RMSE_STEPS]
     return list(dict.fromkeys(worst))[:top]
+
+
+def verdict(rows: list[LayerSensitivity], suggested: list[str]) -> str:
+    """One line: what to keep in float, or why nothing is suggested."""
+    if suggested:
+        return "suggested: " + " ".join(f"--keep-float {name}" for name in suggested)
+    if not rows:
+        return "no quantized op to rank"
+    worst = rows[0]
+    return (f"nothing suggested: no layer adds {KEEP_FLOAT_FACTOR:g}x the rounding-noise floor "
+            f"({IDEAL_RMSE_STEPS:.2f} rmse/step) or more; the worst, "
+            f"{worst.layer if worst.layer != NO_LAYER else worst.tensor} ({worst.op}), adds "
+            f"{worst.rmse_steps:.3f}")
 

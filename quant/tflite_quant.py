@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mobilectl.core.errors import UserError, nearest
+from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import IoType, Precision
 
 
@@ -33,7 +34,8 @@ def make_converter(model: Any, *, precision: Precision, calibration: np.ndarray 
     builtin ops only)."""
     import tensorflow as tf  # heavy: only when a model is converted
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
+    with third_party_output():  # Keras' export prints a banner and the captured variables
+        converter = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision != Precision.FP32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -109,7 +111,8 @@ def interpreter(flatbuffer: bytes) -> Any:
     """A LiteRT interpreter over ``flatbuffer`` (not yet allocated)."""
     from ai_edge_litert.interpreter import Interpreter  # heavy: native runtime
 
-    return Interpreter(model_content=flatbuffer)
+    with third_party_output():
+        return Interpreter(model_content=flatbuffer)
 
 
 def op_details(flatbuffer: bytes) -> list[dict[str, Any]]:

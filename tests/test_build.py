@@ -63,10 +63,10 @@ precisions = ["fp32"]
     assert code == 0, err
     assert _status(data) == {"tiny/int8": "built", "other/fp32": "built"}
     first = _shas(tmp_path)
-    assert set(first) == {"mobilenet_v1-w0.25-r32_int8.tflite", "mobilenet_v1-w0.25-r32_int8.onnx",
+    assert set(first) == {"mobilenet_v1-w0.25-r32-c8_int8.tflite", "mobilenet_v1-w0.25-r32-c8_int8.onnx",
                           "mobilenet_v1-w0.25-r32_fp32.tflite", "mobilenet_v1-w0.25-r32_fp32.onnx"}
     summary = (tmp_path / "dist" / "summary.md").read_text()
-    assert "| tiny/int8 | `mobilenet_v1-w0.25-r32_int8.tflite`" in summary and "2 built" in summary
+    assert "| tiny/int8 | `mobilenet_v1-w0.25-r32-c8_int8.tflite`" in summary and "2 built" in summary
 
     code, data, err = _build(tmp_path, capsys)
     assert code == 0 and _status(data) == {"tiny/int8": "reused", "other/fp32": "reused"}

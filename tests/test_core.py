@@ -93,3 +93,27 @@ def test_onnx_tensor_types_are_numpy_dtype_names() -> None:
     model.ir_version = 8
     io = onnx_export.io_details(model.SerializeToString())
     assert io.inputs[0].dtype == "float16" and io.outputs[0].dtype == "float32"
+
+
+def _add_entries(folder: str, prefix: str, count: int) -> None:
+    for i in range(count):
+        name = f"{prefix}{i:03d}_int8.tflite"
+        (Path(folder) / name).write_bytes(b"x")
+        update_manifest(Path(folder), [_entry(name)])
+
+
+def test_concurrent_manifest_updates_lose_no_entry(tmp_path: Path) -> None:
+    """Two processes merging into one manifest 100 times each: 200 entries, none lost
+    (the read-modify-write holds the folder's lock; no lock file is left)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_add_entries, args=(str(tmp_path), p, 100))
+               for p in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(read_manifest(tmp_path).artifacts) == 200
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -3,10 +3,14 @@ the versions of the tools that shape an artifact."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -82,3 +86,37 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_HELD: dict[tuple[str, int], int] = {}  # (folder, thread) -> depth of its hold
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, *, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """An exclusive lock on ``folder`` against other processes and threads (``flock`` on
+    the folder itself, so no lock file is left behind). Re-entrant within one thread: a
+    build that holds it can merge the manifest, which takes it too. ``waiting`` is
+    called once if someone else holds it."""
+    key = (str(folder.resolve()), threading.get_ident())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

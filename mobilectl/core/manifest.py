@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mobilectl.core.errors import UserError
-from mobilectl.core.files import write_atomic
+from mobilectl.core.files import folder_lock, write_atomic
 from mobilectl.core.types import Format, IoType, Layout, Precision
 
 MANIFEST = "manifest.json"
@@ -234,9 +234,12 @@ def read_manifest(folder: Path) -> Manifest:
 
 def update_manifest(folder: Path, entries: Sequence[ManifestEntry]) -> Manifest:
     """Merge ``entries`` into ``folder``'s manifest (same path: replaced), keep only
-    entries whose files exist, sort by path, and write it atomically."""
-    merged = {e.path: e for e in read_manifest(folder).artifacts if (folder / e.path).is_file()}
-    merged.update({e.path: e for e in entries})
-    manifest = Manifest(tuple(merged[k] for k in sorted(merged)))
-    write_atomic(folder / MANIFEST, manifest.to_json().encode())
+    entries whose files exist, sort by path, and write it atomically, under the
+    folder's lock (concurrent exports into one folder lose no entry)."""
+    with folder_lock(folder):  # read-modify-write: one process at a time
+        merged = {e.path: e for e in read_manifest(folder).artifacts
+                  if (folder / e.path).is_file()}
+        merged.update({e.path: e for e in entries})
+        manifest = Manifest(tuple(merged[k] for k in sorted(merged)))
+        write_atomic(folder / MANIFEST, manifest.to_json().encode())
     return manifest
