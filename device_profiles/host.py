@@ -54,9 +54,17 @@ def _run(argv: list[str], *, timeout: float = TIMEOUT_S) -> tuple[str, str, floa
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-        raise BenchmarkFailed(f"exit code {proc.returncode}: {last[0][:300]}")
+        raise BenchmarkFailed(f"exit code {proc.returncode}: {error_line(stderr)}")
     return stdout, stderr, peak_kb / 1024
+
+
+def error_line(stderr: str) -> str:
+    """The line that says what went wrong: the last one naming an error, else the last
+    one that is not an INFO line (LiteRT ends with INFO lines after the error)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    others = [line for line in lines if not line.startswith("INFO")]
+    return ((errors or others or lines or ["no output"])[-1])[:300]
 
 
 def _high_water_kb(pid: int) -> int:

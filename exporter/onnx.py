@@ -185,8 +185,8 @@ def run(model: Any, x: np.ndarray, *, layout: Layout = Layout.NHWC) -> np.ndarra
 
 def quantize(proto: Any, options: ExportOptions, calibration: np.ndarray) -> Any:
     """fp16 / dynamic / int8 (QDQ, per-channel) of the float graph (fp32: as it is)."""
-    if options.precision == Precision.FP16:
-        return onnx_quant.to_fp16(proto)
+    if options.precision == Precision.FP16:  # sorted: the converter appends its casts
+        return canonicalize(onnx_quant.to_fp16(proto))
     if options.precision == Precision.DYNAMIC:
         return onnx_quant.quantize_dynamic(proto)
     if options.precision == Precision.INT8:

@@ -319,18 +319,20 @@ def _candidates(source: SourceModel, options: ExportOptions, calib: CalibrationS
 
 
 def _hints(check: Verification, reference: np.ndarray) -> list[str]:
-    """Why a top-1 check may fail for reasons other than the conversion: the float
-    model's own top-1 margin is below int8's output step (near-uniform outputs, as
-    untrained or barely trained weights give), so rounding alone reorders classes."""
-    if "top1_agreement" not in {c.metric for c in check.checks if not c.ok}:
+    """Why a top-1 or constant-output check may fail for reasons other than the
+    conversion: the float model's own top-1 margin is below int8's output step
+    (near-uniform outputs, as untrained or barely trained weights give), so rounding
+    alone flattens or reorders the classes."""
+    if not {"top1_agreement", "constant_output"} & {c.metric for c in check.checks if not c.ok}:
         return []
     top2 = np.sort(reference.reshape(len(reference), -1), axis=1)[:, -2:]
     margin = float(np.median(top2[:, 1] - top2[:, 0]))
     if margin >= OUTPUT_STEP:
         return []
     return [f"hint: the float model's median top-1 margin is {margin:.2g}, below int8's output "
-            f"step ({OUTPUT_STEP:.2g}): its outputs are near-uniform (untrained weights?), so "
-            "top-1 agreement says little; export trained weights, or lower --min-top1"]
+            f"step ({OUTPUT_STEP:.2g}): its outputs are near-uniform (untrained weights?), which "
+            "int8 rounds to a constant or reorders; export trained weights (or, for top-1, "
+            "lower --min-top1)"]
 
 
 def _check_labels(options: ExportOptions, source: SourceModel) -> None:

@@ -417,7 +417,8 @@ def _show_log(start: int) -> None:
     with path.open(encoding="utf-8", errors="replace") as handle:
         handle.seek(start)
         added = handle.read()
-    err.print(f"third-party output of this run (kept in {path}):", markup=False, highlight=False)
+    err.print(f"third-party output of this run (kept in {path}):", markup=False,
+              highlight=False, soft_wrap=True)
     sys.stderr.write(added if added.endswith("\n") or not added else added + "\n")
 
 

@@ -103,15 +103,7 @@ def check_source(source: str | None) -> None:
                         "of images or a .npy/.npz array")
     if path.suffix.lower() not in (".npy", ".npz") or not path.is_file():
         raise UserError(f"--calib {source}: not a folder or a .npy/.npz file")
-    try:
-        shape = _read_array(path).shape
-    except UserError:
-        raise
-    except ValueError as exc:  # numpy refuses object arrays without pickle
-        raise UserError(f"--calib {source}: cannot be read without pickle ({exc}); save a "
-                        "plain numeric array") from None
-    except Exception as exc:  # zip, header and IO errors of a broken file
-        raise UserError(f"--calib {source}: not a readable .npy/.npz ({type(exc).__name__})") from None
+    shape = _read_array(path).shape
     if len(shape) != 4 or shape[-1] != 3:
         raise UserError(f"--calib {source}: shape {shape} is not allowed: (N, H, W, 3) images")
 
@@ -217,21 +209,16 @@ def _array_set(path: Path, resolution: int, normalization: Normalization, sample
 
 
 def _read_array(path: Path) -> np.ndarray:
-    """The one array of a .npy or .npz file (members are read here, inside the caller's
-    error handling: an object member fails only when it is read)."""
-    data = np.load(path, allow_pickle=False)
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            if len(data.files) != 1:
-                raise UserError(f"--calib {path}: holds arrays {data.files}; give exactly one")
-            return data[data.files[0]]
-    return data
-
-
-def load_array(path: Path, resolution: int) -> np.ndarray:
-    """Read a (N, H, W, 3) float32 (model inputs) or uint8 (pixels) array, no pickles."""
+    """The one array of a .npy or .npz file, without pickle; every way it can fail is
+    a UserError naming the file (an object member fails only when it is read, so
+    members are read here too)."""
     try:
-        data = _read_array(path)
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                if len(data.files) != 1:
+                    raise UserError(f"--calib {path}: holds arrays {data.files}; give exactly one")
+                data = data[data.files[0]]
     except UserError:
         raise
     except ValueError as exc:  # numpy refuses object arrays without pickle
@@ -239,6 +226,12 @@ def load_array(path: Path, resolution: int) -> np.ndarray:
                         "plain numeric array") from None
     except Exception as exc:  # zip, header and IO errors of a broken file
         raise UserError(f"--calib {path}: not a readable .npy/.npz ({type(exc).__name__})") from None
+    return data
+
+
+def load_array(path: Path, resolution: int) -> np.ndarray:
+    """Read a (N, H, W, 3) float32 (model inputs) or uint8 (pixels) array, no pickles."""
+    data = _read_array(path)
     want = (resolution, resolution, 3)
     if data.ndim != 4 or tuple(data.shape[1:]) != want or len(data) < 2:
         raise UserError(f"--calib {path}: shape {tuple(data.shape)} is not allowed: "

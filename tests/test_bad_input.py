@@ -108,7 +108,7 @@ def _cases(f: dict[str, str], root: Path) -> list[tuple[list[str], str]]:
         (["build", str(root / "nospec.toml")], "nospec.toml: no such spec file"),
         (["build", f["spec.toml"]], "not valid TOML"),
         (["build", spec("int4", art + 'precisions = ["int4"]\n')], "value 'int4'"),
-        (["build", spec("seed", art + "seed = -1\n")], "--seed -1"),
+        (["build", spec("seed", art + "seed = -1\n")], "seed -1 is not allowed"),
         (["build", spec("cos", art + "[artifact.thresholds]\nmin_cosine = 5\n")], "5"),
         (["build", spec("typo", art + "knobs = { widht_multiplier = 0.5 }\n")],
          "takes no knob 'widht_multiplier'"),
