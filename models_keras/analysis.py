@@ -147,6 +147,8 @@ RULES: dict[type, tuple[Rule, Rule]] = {
     layers.Flatten: (_free, _free),
     layers.Permute: (_free, _free),
     layers.ZeroPadding2D: (_free, _free),
+    layers.Cropping2D: (_free, _free),
+    layers.UpSampling2D: (_free, _free),
     layers.Identity: (_free, _free),
     layers.InputLayer: (_free, _free),
 }
@@ -212,6 +214,26 @@ def layer_cost(layer: layers.Layer) -> LayerCost:
     )
 
 
+def execution_order(model: keras.Model) -> list[layers.Layer]:
+    """The model's layers in an order that runs each after its inputs are made
+    (Keras' own list is in creation order, which is not always topological, e.g. in
+    keras.applications' MobileNet V3); ties keep Keras' order, so zoo models keep theirs."""
+    made = {id(t): i for i, layer in enumerate(model.layers)
+            for t in keras.tree.flatten(_node(layer).output_tensors)}
+    needs = {i: {made[id(t)] for t in keras.tree.flatten(_node(layer).input_tensors)
+                 if id(t) in made and made[id(t)] != i}
+             for i, layer in enumerate(model.layers)}
+    order: list[int] = []
+    done: set[int] = set()
+    while len(order) < len(needs):
+        ready = next((i for i in sorted(needs) if i not in done and needs[i] <= done), None)
+        if ready is None:
+            raise UnsupportedLayerError("the model's graph has a cycle")
+        order.append(ready)
+        done.add(ready)
+    return [model.layers[i] for i in order]
+
+
 def peak_activation_elems(model: keras.Model) -> int:
     """Largest sum of live feature maps while running the layers in order.
 
@@ -221,7 +243,7 @@ def peak_activation_elems(model: keras.Model) -> int:
     """
     sizes: dict[int, int] = {}
     last_use: dict[int, int] = {}
-    order = [layer for layer in model.layers]
+    order = execution_order(model)
     for step, layer in enumerate(order):
         node = _node(layer)
         for tensor in keras.tree.flatten(node.input_tensors):
@@ -251,7 +273,7 @@ def analyze_model(model: keras.Model) -> ModelCost:
     Raises:
         UnsupportedLayerError: a layer whose cost is not known, named in the message.
     """
-    costs = tuple(layer_cost(layer) for layer in model.layers)
+    costs = tuple(layer_cost(layer) for layer in execution_order(model))
     trainable = sum(c.trainable_params for c in costs)
     return ModelCost(
         name=model.name, layers=costs, params=sum(c.params for c in costs),

@@ -86,9 +86,9 @@ def _register(name: str, table: tuple[Row, ...], stem: int, width: float,
                    description="MDConv: mixed depthwise kernels")(build)
 
 
-# Params match Table 2 (4.1/5.0/7.3M). MACs do not yet: the tables equal the reference
-# block strings, yet we count 239/339/555M against the paper's 256/360/565M, and no
-# element-wise term explains the gap. Until it is found, no MACs figure is pinned.
+# Params match Table 2 (4.1/5.0/7.3M). MACs (239/339/555M) equal an independent count
+# of the reference block strings (tests/test_mixnet_count.py); the paper's
+# 256/360/565M follow another, unstated convention, so no paper MACs are pinned.
 _register("mixnet_s", SMALL, 16, 1.0, 4.1)
 _register("mixnet_m", MEDIUM, 24, 1.0, 5.0)
 _register("mixnet_l", MEDIUM, 24, 1.3, 7.3)

@@ -86,3 +86,12 @@ def test_nested_model_is_refused() -> None:
     inp = keras.Input((4, 4, 2))
     with pytest.raises(UnsupportedLayerError, match="inner"):
         analyze_model(keras.Model(inp, inner(inp)))
+
+
+def test_keras_applications_nasnet_mobile_is_counted() -> None:
+    """A user's model with Cropping2D/ZeroPadding2D, whose layer list is not in execution
+    order, is counted: NASNet-A Mobile's MACs within 1% of the paper's 564M (Zoph et al.
+    2018), its params Keras' own count."""
+    model = keras.applications.NASNetMobile(weights=None)
+    cost = analyze_model(model)
+    assert abs(cost.macs / 564e6 - 1) < 0.01 and cost.params == 5_326_716 == model.count_params()
