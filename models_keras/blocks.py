@@ -8,12 +8,14 @@ show up unchanged in exported graphs, sensitivity reports and per-layer profiles
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 import keras
 from keras import layers
 
 from models_keras.layers import ChannelSplit, GroupConv2D
-from models_keras.registry import Knob
+from models_keras.registry import Knob, PaperFigure, register_model
 
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.999
@@ -235,3 +237,39 @@ def keras_twin(app: str, **fixed: object):
 def image_input(resolution: int) -> keras.KerasTensor:
     """The NHWC float input every zoo model takes, named ``input``."""
     return keras.Input((resolution, resolution, 3), name="input")
+
+
+def register_with_baseline(*, name: str, family: str, paper: str, description: str,
+                           build: Callable[..., keras.Model]) -> None:
+    """Register a CIFAR-scale factored network, ``build(factored=True, name=...,
+    **knobs)``, as ``name`` and its 3-D baseline (the same table with full k x k
+    convolutions), ``build(factored=False, ...)``, as ``name_baseline`` (Flattened and
+    Factorized networks: no paper figure is pinned, their tables are ours)."""
+    knobs = common_knobs(resolution=32, min_resolution=8, num_classes=10)
+    figures = (PaperFigure((), None, None, source=f"{paper} (architecture only; no figure pinned)"),)
+    pair = ((True, name, description),
+            (False, f"{name}_baseline", f"the {family} net's 3-D conv baseline (CIFAR scale)"))
+    for factored, model_name, text in pair:
+        def builder(*, _factored: bool = factored, _name: str = model_name,
+                    **given: object) -> keras.Model:
+            return build(factored=_factored, name=_name, **given)
+
+        builder.__doc__ = f"Build {model_name} ({text})."
+        register_model(name=model_name, family=family, knobs=knobs, paper=paper,
+                       figures=figures, description=text)(builder)
+
+
+def cifar_stack(inputs: keras.KerasTensor, x: keras.KerasTensor, rows: list,
+                layer: Callable[..., keras.KerasTensor],
+                *, name: str, num_classes: int, include_top: bool, dropout: float) -> keras.Model:
+    """Stages of ``layer`` (each row: its arguments, layer count, 2x2 max-pool after it
+    or not; layers ``stageS.layerL``), then the classifier: the CIFAR-scale skeleton of
+    the Flattened and Factorized networks and their baselines."""
+    for stage, (args, count, pool) in enumerate(rows, start=1):
+        for unit in range(1, count + 1):
+            x = layer(x, *args, name=f"stage{stage}.layer{unit}")
+        if pool:
+            x = layers.MaxPooling2D(2, padding="same", name=f"stage{stage}.pool")(x)
+    if include_top:
+        x = classifier(x, num_classes=num_classes, dropout=dropout)
+    return finish(inputs, x, name=name)

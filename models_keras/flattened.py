@@ -21,8 +21,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models_keras.blocks import classifier, common_knobs, finish, image_input
-from models_keras.registry import PaperFigure, register_model
+from models_keras.blocks import cifar_stack, image_input, register_with_baseline
 
 PAPER = "Jin et al. 2014, Flattened CNNs, arXiv:1412.5474 (Sec. 3, Fig. 2)"
 
@@ -34,8 +33,6 @@ STAGES: tuple[tuple[int, int, int, bool], ...] = (
     (256, 5, 2, False),
 )
 LVH_SETS = 2  # l of the paper
-KNOBS = common_knobs(resolution=32, min_resolution=8, num_classes=10)
-NO_FIGURE = (PaperFigure((), None, None, source=PAPER + " (architecture only; no figure pinned)"),)
 
 
 def flattened_layer(x: keras.KerasTensor, filters: int, kernel: int, *, name: str):
@@ -54,35 +51,16 @@ def full_layer(x: keras.KerasTensor, filters: int, kernel: int, *, name: str):
     return layers.ReLU(name=f"{name}.act")(x)
 
 
-def cifar_net(*, flattened: bool, name: str, resolution: int, num_classes: int,
+def cifar_net(*, factored: bool, name: str, resolution: int, num_classes: int,
               include_top: bool, dropout: float) -> keras.Model:
     """Plain stem, then the stage table with flattened (or full 3-D) layers."""
     inputs = image_input(resolution)
     x = full_layer(inputs, STEM[0], STEM[1], name="stem")
-    layer = flattened_layer if flattened else full_layer
-    for stage, (filters, kernel, count, pool) in enumerate(STAGES, start=1):
-        for unit in range(1, count + 1):
-            x = layer(x, filters, kernel, name=f"stage{stage}.layer{unit}")
-        if pool:
-            x = layers.MaxPooling2D(2, padding="same", name=f"stage{stage}.pool")(x)
-    if include_top:
-        x = classifier(x, num_classes=num_classes, dropout=dropout)
-    return finish(inputs, x, name=name)
+    rows = [((filters, kernel), count, pool) for filters, kernel, count, pool in STAGES]
+    return cifar_stack(inputs, x, rows, flattened_layer if factored else full_layer, name=name,
+                       num_classes=num_classes, include_top=include_top, dropout=dropout)
 
 
-@register_model(
-    name="flattened_net", family="flattened", knobs=KNOBS, paper=PAPER, figures=NO_FIGURE,
-    description="rank-one lateral/vertical/horizontal 1-D filters (CIFAR scale)",
-)
-def flattened_net(**knobs: object) -> keras.Model:
-    """Build the flattened CIFAR-scale network."""
-    return cifar_net(flattened=True, name="flattened_net", **knobs)
-
-
-@register_model(
-    name="flattened_net_baseline", family="flattened", knobs=KNOBS, paper=PAPER,
-    figures=NO_FIGURE, description="the flattened net's 3-D conv baseline (CIFAR scale)",
-)
-def flattened_net_baseline(**knobs: object) -> keras.Model:
-    """Build the 3-D baseline the flattened network is compared with."""
-    return cifar_net(flattened=False, name="flattened_net_baseline", **knobs)
+register_with_baseline(name="flattened_net", family="flattened", paper=PAPER,
+                       description="rank-one lateral/vertical/horizontal 1-D filters (CIFAR scale)",
+                       build=cifar_net)

@@ -33,6 +33,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "models_keras.effnet",
     "models_keras.espnetv2",
     "models_keras.flattened",
+    "models_keras.factorized",
 )
 
 

@@ -155,3 +155,25 @@ def test_flattened_layers_are_rank_one_and_cheaper_than_the_baseline() -> None:
 
 def model_layer_kernel(model: keras.Model, name: str) -> tuple[int, ...]:
     return tuple(model.get_layer(name).kernel.shape)
+
+
+def test_factorized_layers_match_the_closed_form_and_save_against_the_baseline() -> None:
+    """Every factorized layer costs H*W*(k*k*C + C*C'/g) MACs (single intra-channel
+    conv + grouped projection, Wang et al. 2017); the residual joins same-shape layers;
+    the 3-D baseline of the same table costs several times more."""
+    from models_keras.factorized import STAGES, STEM
+
+    fact = build_model("factorized_net")
+    cost = {c.name: c for c in analyze_model(fact).layers}
+    size, channels = 32, STEM[0]
+    for stage, (filters, k, count, groups, pool) in enumerate(STAGES, start=1):
+        for unit in range(1, count + 1):
+            name = f"stage{stage}.layer{unit}"
+            macs = cost[f"{name}.sic"].macs + cost[f"{name}.project.conv"].macs
+            assert macs == size * size * (k * k * channels + channels * filters // groups), name
+            assert (f"{name}.add" in cost) == (channels == filters), name
+            channels = filters
+        size = size // 2 if pool else size
+    base = analyze_model(build_model("factorized_net_baseline"))
+    ratio = base.macs / analyze_model(fact).macs
+    assert ratio > 5, ratio
