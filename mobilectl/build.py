@@ -149,10 +149,10 @@ def _calib_hash(calib: str | None) -> str:
 
 # ---- one job -------------------------------------------------------------------------
 
-def run_job(job: Job, cache: Path) -> JobResult:
-    """Build one job into the cache (or find it there). Runs in a worker process."""
+def run_job(job: Job, cache: Path, key: str) -> JobResult:
+    """Build one job into the cache slot ``key`` (or find it there). Runs in a worker
+    process."""
     start = time.monotonic()
-    key = cache_key(job)
     slot = cache / key
     entries = _cached_entries(slot)
     if entries is not None:
@@ -178,10 +178,10 @@ def run_job(job: Job, cache: Path) -> JobResult:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def planned_files(job: Job, cache: Path) -> list[str]:
-    """The files ``job`` writes: its cached entries' names, else the names it will get
-    (which validates its model and knobs)."""
-    cached = _cached_entries(cache / cache_key(job))
+def planned_files(job: Job, cache: Path, key: str) -> list[str]:
+    """The files ``job`` writes: its cached entries' names (cache slot ``key``), else the
+    names it will get (which validates its model and knobs)."""
+    cached = _cached_entries(cache / key)
     if cached is not None:
         return [e.path for e in cached]
     spec = job.spec
@@ -198,13 +198,14 @@ def planned_files(job: Job, cache: Path) -> list[str]:
             for fmt in job.options.formats]
 
 
-def check_plan(jobs: Sequence[Job], cache: Path, *, source: Path) -> None:
+def check_plan(jobs: Sequence[Job], cache: Path, *, source: Path) -> dict[str, str]:
     """Refuse, before any work, jobs whose models or knobs are bad, and two jobs that
-    would write the same file."""
+    would write the same file; return each job's cache key (by label), computed once."""
     owners: dict[str, str] = {}
+    keys = {job.label: cache_key(job) for job in jobs}
     for job in jobs:
         try:
-            names = planned_files(job, cache)
+            names = planned_files(job, cache, keys[job.label])
         except UserError as exc:
             raise UserError(f"{source}: {exc}") from None
         for name in names:
@@ -212,6 +213,7 @@ def check_plan(jobs: Sequence[Job], cache: Path, *, source: Path) -> None:
             if other != job.label:
                 raise UserError(f"{source}: artifacts {other} and {job.label} would both write "
                                 f"{name}: give one of them its own 'output' name")
+    return keys
 
 
 def _cached_entries(slot: Path) -> list[ManifestEntry] | None:
@@ -245,11 +247,11 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
     summary. Stops at the first failure unless keep_going."""
     check_out_dir(out)
     todo = jobs_of(spec, only)
-    check_plan(jobs_of(spec), cache, source=spec.source)
+    keys = check_plan(jobs_of(spec), cache, source=spec.source)
     cache.mkdir(parents=True, exist_ok=True)
     results: list[JobResult] = []
     with locked(out, progress):
-        for result in _run_all(todo, cache, jobs, keep_going, progress):
+        for result in _run_all(todo, cache, keys, jobs, keep_going, progress):
             results.append(result)
             if result.status != "failed":
                 _publish(result, cache, out)
@@ -258,12 +260,12 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
     return results
 
 
-def _run_all(todo: list[Job], cache: Path, jobs: int, keep_going: bool,
-             progress: Progress) -> Iterator[JobResult]:
+def _run_all(todo: list[Job], cache: Path, keys: dict[str, str], jobs: int,
+             keep_going: bool, progress: Progress) -> Iterator[JobResult]:
     if jobs <= 1:
         for i, job in enumerate(todo, start=1):
             progress(f"[{i}/{len(todo)}] {job.label}")
-            result = run_job(job, cache)
+            result = run_job(job, cache, keys[job.label])
             yield result
             if result.status == "failed" and not keep_going:
                 return
@@ -271,7 +273,7 @@ def _run_all(todo: list[Job], cache: Path, jobs: int, keep_going: bool,
     context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         progress(f"{len(todo)} jobs on {jobs} processes")
-        futures = [pool.submit(run_job, job, cache) for job in todo]
+        futures = [pool.submit(run_job, job, cache, keys[job.label]) for job in todo]
         for future in futures:
             result = future.result()
             progress(f"{result.job.label}: {result.status}")
