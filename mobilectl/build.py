@@ -179,11 +179,12 @@ def run_job(job: Job, cache: Path, key: str) -> JobResult:
 
 
 def planned_files(job: Job, cache: Path, key: str) -> list[str]:
-    """The files ``job`` writes: its cached entries' names (cache slot ``key``), else the
-    names it will get (which validates its model and knobs)."""
-    cached = _cached_entries(cache / key)
-    if cached is not None:
-        return [e.path for e in cached]
+    """The files ``job`` writes: the names in its cache slot's index (``key``; the files'
+    hashes are checked once, when the job runs), else the names it will get (which
+    validates its model and knobs)."""
+    index = cache / key / ENTRIES
+    if index.is_file():
+        return [e["path"] for e in json.loads(index.read_text())]
     spec = job.spec
     if spec.is_file:
         model, variant = file_model_name(Path(spec.model)), ""
