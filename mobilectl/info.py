@@ -13,7 +13,8 @@ def _knob_text(knob: Knob) -> str:
     if knob.choices:
         return f"{knob.name}: " + ", ".join(f"{c:g}" if isinstance(c, float) else str(c)
                                            for c in knob.choices)
-    return f"{knob.name}: {knob.minimum:g}-{knob.maximum:g}"
+    step = f" (multiples of {knob.step})" if knob.step else ""
+    return f"{knob.name}: {knob.minimum:g}-{knob.maximum:g}{step}"
 
 
 def model_rows() -> list[dict[str, Any]]:

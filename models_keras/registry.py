@@ -34,6 +34,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "models_keras.espnetv2",
     "models_keras.flattened",
     "models_keras.factorized",
+    "models_keras.nasnet",
 )
 
 
@@ -46,7 +47,8 @@ class Knob:
     """One knob a model takes, with the values it allows.
 
     Either ``choices`` (a closed set, as the paper defines it) or a ``minimum``/
-    ``maximum`` range is given; ``kind`` is ``int``, ``float``, ``bool`` or ``str``.
+    ``maximum`` range is given, an integer range optionally in multiples of ``step``;
+    ``kind`` is ``int``, ``float``, ``bool`` or ``str``.
     """
 
     name: str
@@ -55,6 +57,7 @@ class Knob:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    step: int | None = None
     short: str = ""
     help: str = ""
 
@@ -65,8 +68,9 @@ class Knob:
         if self.kind is bool:
             return "true or false"
         kind = {int: "an integer", float: "a number", str: "a string"}[self.kind]
+        multiple = f", a multiple of {self.step}" if self.step else ""
         if self.minimum is not None and self.maximum is not None:
-            return f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
+            return f"{kind} from {_fmt(self.minimum)} to {_fmt(self.maximum)}{multiple}"
         if self.minimum is not None:
             return f"{kind} >= {_fmt(self.minimum)}"
         return kind
@@ -90,6 +94,8 @@ class Knob:
             if self.minimum is not None and value < self.minimum:
                 return False
             if self.maximum is not None and value > self.maximum:
+                return False
+            if self.step and value % self.step:
                 return False
         return True
 

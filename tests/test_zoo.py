@@ -73,7 +73,7 @@ def test_layer_names_are_explicit_and_stable(spec: ModelSpec) -> None:
     first = spec.build(resolution=spec.test_resolution)
     second = spec.build(resolution=spec.test_resolution)
     assert _names(first) == _names(second)
-    pattern = re.compile(r"^(input|stem|stage\d+|head|classifier)(\.[a-z0-9_]+)*$")
+    pattern = re.compile(r"^(input|stem|stage\d+|cell\d+|head|classifier)(\.[a-z0-9_]+)*$")
     for layer in first.layers:
         assert pattern.match(layer.name), layer.name
         auto = _snake(type(layer).__name__)

@@ -177,3 +177,34 @@ def test_factorized_layers_match_the_closed_form_and_save_against_the_baseline()
     base = analyze_model(build_model("factorized_net_baseline"))
     ratio = base.macs / analyze_model(fact).macs
     assert ratio > 5, ratio
+
+
+def test_nasnet_cells_follow_their_tables() -> None:
+    """NASNet-A (Zoph et al. 2018): every normal cell has the five blocks of its table
+    and concatenates six states; reduction cells halve the size and double the filters;
+    the first stem cell's previous state is its raw input (no adjust path)."""
+    from models_keras.nasnet import NORMAL, REDUCTION
+
+    model = build_model("nasnet_mobile", resolution=64, num_classes=10)
+    names = _names(model)
+    for b, (left, _, right, _) in enumerate(NORMAL, start=1):
+        for side, op in (("left", left), ("right", right)):
+            if op.startswith("sep"):
+                assert f"cell3.normal.block{b}.{side}.{op}.conv2" in names
+    assert {f"cell5.reduce.block{b}.add" for b in range(1, len(REDUCTION) + 1)} <= names
+    cells = [f"cell{i}.{'reduce' if i in (5, 10) else 'normal'}" for i in range(1, 15)]
+    widths = [model.get_layer(f"{c}.concat").output.shape[1:] for c in cells]
+    assert widths[0] == (8, 8, 6 * 44) and widths[4] == (4, 4, 4 * 88)
+    assert widths[-1] == (2, 2, 1056) and "cell15.normal.concat" not in names
+    assert "stem.reduce1.adjust.conv" not in names and "stem.reduce2.adjust.path2.conv" in names
+    assert model.get_layer("cell1.normal.adjust.crop").output.shape[1:3] == (16, 16)
+
+
+def test_nasnet_knobs_scale_the_cost() -> None:
+    base = analyze_model(build_model("nasnet_mobile", resolution=64))
+    deeper = analyze_model(build_model("nasnet_mobile", resolution=64, cell_repeats=6))
+    wider = analyze_model(build_model("nasnet_mobile", resolution=64, penultimate_filters=2112))
+    assert base.macs < deeper.macs < 1.6 * base.macs
+    assert 2.5 * base.macs < wider.macs < 4.5 * base.macs
+    with pytest.raises(UserError, match=r"penultimate_filters=1000 .* a multiple of 96"):
+        build_model("nasnet_mobile", penultimate_filters=1000)
