@@ -1,118 +1,68 @@
-"""The FLOPs proxy: MACs, element-wise work, params and memory traffic of a Keras model.
+"""The FLOPs proxy of a Keras model: MACs, element-wise work, params and memory
+traffic per layer (the counting rules are in :mod:`mobilectl.core.cost`).
 
-MACs are counted as the papers count them: the multiply-accumulates of convolutions
-(grouped, depthwise, separable) and dense layers, one per weight use. Element-wise work
-(batch norm, activations, adds, multiplies, pooling) goes in its own column. Memory
-access cost follows ShuffleNet V2 (Ma et al. 2018, arXiv:1807.11164, Sec. 2): the
-input and output feature maps plus the weights each layer touches. Sizes are for a
-batch of one.
+Layers and the Keras ops a functional model holds besides its layers (``x + 3`` in
+keras.applications' MobileNet V3 is an ``Add`` operation, not a layer) are both counted,
+in execution order. Sizes are for a batch of one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 
 import keras
 from keras import layers
 
+from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
 from mobilectl.core.errors import UserError
 
-Shape = tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """The cost of one layer; ``*_elems`` count tensor elements, not bytes."""
-
-    name: str
-    kind: str
-    output_shape: Shape
-    macs: int
-    elementwise: int
-    params: int
-    trainable_params: int
-    input_elems: int
-    output_elems: int
-
-    def memory_access_bytes(self, element_bytes: int) -> int:
-        """Bytes read and written: input + output feature maps + weights.
-
-        The model input is data the caller provides, not traffic of a layer: zero.
-        """
-        if self.kind == "InputLayer":
-            return 0
-        return (self.input_elems + self.output_elems + self.params) * element_bytes
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    """Per-layer costs and whole-model totals."""
-
-    name: str
-    layers: tuple[LayerCost, ...]
-    params: int
-    trainable_params: int
-    peak_activation_elems: int
-
-    @property
-    def macs(self) -> int:
-        return sum(layer.macs for layer in self.layers)
-
-    @property
-    def elementwise(self) -> int:
-        return sum(layer.elementwise for layer in self.layers)
-
-    def memory_access_bytes(self, element_bytes: int) -> int:
-        return sum(layer.memory_access_bytes(element_bytes) for layer in self.layers)
+__all__ = ["LayerCost", "ModelCost", "UnsupportedLayerError", "analyze_model",
+           "register_cost_rule"]
 
 
 class UnsupportedLayerError(UserError):
     """A layer type whose cost the proxy does not know: never counted as zero."""
 
 
-def _prod(shape: Shape) -> int:
-    return math.prod(d for d in shape if d is not None) if shape else 0
-
-
 def _conv_macs(layer: layers.Conv2D, ins: list[Shape], out: Shape) -> int:
     kh, kw = layer.kernel_size
     cin = ins[0][-1]
-    return _prod(out) * kh * kw * cin // layer.groups
+    return prod(out) * kh * kw * cin // layer.groups
 
 
 def _depthwise_macs(layer: layers.DepthwiseConv2D, ins: list[Shape], out: Shape) -> int:
     kh, kw = layer.kernel_size
-    return _prod(out) * kh * kw
+    return prod(out) * kh * kw
 
 
 def _separable_macs(layer: layers.SeparableConv2D, ins: list[Shape], out: Shape) -> int:
     kh, kw = layer.kernel_size
     cin = ins[0][-1]
-    spatial = _prod(out[:-1])
+    spatial = prod(out[:-1])
     depthwise_out = spatial * cin * layer.depth_multiplier
     return depthwise_out * kh * kw + depthwise_out * out[-1]
 
 
 def _dense_macs(layer: layers.Dense, ins: list[Shape], out: Shape) -> int:
-    return _prod(ins[0]) * layer.units
+    return prod(ins[0]) * layer.units
 
 
 def _pool_ops(layer: layers.Layer, ins: list[Shape], out: Shape) -> int:
-    return _prod(out) * math.prod(layer.pool_size)
+    return prod(out) * math.prod(layer.pool_size)
 
 
 def _reduce_ops(layer: layers.Layer, ins: list[Shape], out: Shape) -> int:
-    return _prod(ins[0])
+    return prod(ins[0])
 
 
 def _merge_ops(layer: layers.Layer, ins: list[Shape], out: Shape) -> int:
-    return _prod(out) * (len(ins) - 1)
+    return prod(out) * (len(ins) - 1)
 
 
 def _per_output(layer: layers.Layer, ins: list[Shape], out: Shape) -> int:
-    return _prod(out)
+    return prod(out)
 
 
 def _free(layer: layers.Layer, ins: list[Shape], out: Shape) -> int:
@@ -134,6 +84,8 @@ RULES: dict[type, tuple[Rule, Rule]] = {
     layers.Softmax: (_free, _per_output),
     layers.Rescaling: (_free, _per_output),
     layers.Normalization: (_free, _per_output),  # (x - mean) / sqrt(var): element-wise
+    layers.LayerNormalization: (_free, _per_output),
+    layers.GroupNormalization: (_free, _per_output),
     layers.Add: (_free, _merge_ops),
     layers.Multiply: (_free, _merge_ops),
     layers.Subtract: (_free, _merge_ops),
@@ -159,13 +111,38 @@ def register_cost_rule(cls: type, *, macs: Rule = _free, elementwise: Rule = _fr
     RULES[cls] = (macs, elementwise)
 
 
+#: Keras ops (not layers) a functional model may hold: element-wise arithmetic and
+#: reshaping, looked up by class name (they live in keras' private ``ops`` modules).
+OP_RULES: dict[str, tuple[Rule, Rule]] = {
+    **{name: (_free, _merge_ops) for name in (
+        "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum")},
+    **{name: (_free, _per_output) for name in (
+        "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSwish", "Silu", "Swish", "Tanh",
+        "Negative", "Abs", "Square", "Sqrt", "Exp", "Clip", "Softmax")},
+    **{name: (_free, _free) for name in (
+        "Reshape", "Transpose", "Squeeze", "ExpandDims", "Concatenate", "Cast", "Identity")},
+}
+
+
+class _Unknown(Exception):
+    """No rule for this operation (collected, or raised as UnsupportedLayerError)."""
+
+
 def _rules_for(layer: keras.Operation) -> tuple[Rule, Rule]:
+    if not isinstance(layer, layers.Layer):
+        if type(layer).__name__ in OP_RULES:
+            return OP_RULES[type(layer).__name__]
+        raise _Unknown
     for cls in type(layer).__mro__:
         if cls in RULES:
             return RULES[cls]
         if cls is layers.Layer:
             break
-    raise UnsupportedLayerError(
+    raise _Unknown
+
+
+def _unsupported(layer: keras.Operation) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
         f"unsupported layer type {type(layer).__name__} (layer '{layer.name}'): "
         "the FLOPs proxy counts conv, depthwise, separable, dense, normalisation, "
         "activation, merge, pooling and reshape layers"
@@ -176,13 +153,15 @@ def _shapes(tensors: object) -> list[Shape]:
     return [tuple(1 if d is None else int(d) for d in t.shape) for t in keras.tree.flatten(tensors)]
 
 
-def _weight_count(layer: layers.Layer, *, trainable: bool | None = None) -> int:
+def _weight_count(layer: keras.Operation, *, trainable: bool | None = None) -> int:
+    if not isinstance(layer, layers.Layer):
+        return 0
     weights = layer.weights if trainable is None else (
         layer.trainable_weights if trainable else layer.non_trainable_weights)
-    return sum(_prod(tuple(w.shape)) for w in weights)
+    return sum(prod(tuple(w.shape)) for w in weights)
 
 
-def _node(layer: layers.Layer):
+def _node(layer: keras.Operation):
     nodes = layer._inbound_nodes  # noqa: SLF001 (Keras keeps the call graph here)
     if len(nodes) != 1:
         raise UnsupportedLayerError(
@@ -192,14 +171,16 @@ def _node(layer: layers.Layer):
     return nodes[0]
 
 
-def layer_cost(layer: layers.Layer) -> LayerCost:
-    """Cost of one layer of a built functional model."""
-    if isinstance(layer, keras.Model):
-        raise UnsupportedLayerError(
-            f"unsupported layer type {type(layer).__name__} (layer '{layer.name}'): "
-            "nested models are not analysed; flatten the model first"
-        )
-    macs_rule, elementwise_rule = _rules_for(layer)
+def layer_cost(layer: keras.Operation, *, strict: bool = True) -> LayerCost:
+    """Cost of one layer (or Keras op) of a built functional model; an unknown type
+    raises when ``strict``, else gives a row marked ``known=False``."""
+    try:
+        macs_rule, elementwise_rule = _rules_for(layer)
+        known = True
+    except _Unknown:
+        if strict:
+            raise _unsupported(layer) from None
+        macs_rule, elementwise_rule, known = _free, _free, False
     node = _node(layer)
     ins = _shapes(node.input_tensors)
     outs = _shapes(node.output_tensors)
@@ -209,20 +190,20 @@ def layer_cost(layer: layers.Layer) -> LayerCost:
         macs=int(macs_rule(layer, ins, out)),
         elementwise=int(elementwise_rule(layer, ins, out)),
         params=_weight_count(layer), trainable_params=_weight_count(layer, trainable=True),
-        input_elems=sum(map(_prod, ins)),
-        output_elems=sum(map(_prod, outs)),
+        input_elems=sum(map(prod, ins)), output_elems=sum(map(prod, outs)), known=known,
     )
 
 
-def execution_order(model: keras.Model) -> list[layers.Layer]:
-    """The model's layers in an order that runs each after its inputs are made
+def execution_order(model: keras.Model) -> list[keras.Operation]:
+    """The model's layers and ops in an order that runs each after its inputs are made
     (Keras' own list is in creation order, which is not always topological, e.g. in
     keras.applications' MobileNet V3); ties keep Keras' order, so zoo models keep theirs."""
-    made = {id(t): i for i, layer in enumerate(model.layers)
-            for t in keras.tree.flatten(_node(layer).output_tensors)}
-    needs = {i: {made[id(t)] for t in keras.tree.flatten(_node(layer).input_tensors)
+    ops = list(model.operations)
+    made = {id(t): i for i, op in enumerate(ops)
+            for t in keras.tree.flatten(_node(op).output_tensors)}
+    needs = {i: {made[id(t)] for t in keras.tree.flatten(_node(op).input_tensors)
                  if id(t) in made and made[id(t)] != i}
-             for i, layer in enumerate(model.layers)}
+             for i, op in enumerate(ops)}
     order: list[int] = []
     done: set[int] = set()
     while len(order) < len(needs):
@@ -231,51 +212,70 @@ def execution_order(model: keras.Model) -> list[layers.Layer]:
             raise UnsupportedLayerError("the model's graph has a cycle")
         order.append(ready)
         done.add(ready)
-    return [model.layers[i] for i in order]
+    return [ops[i] for i in order]
 
 
 def peak_activation_elems(model: keras.Model) -> int:
-    """Largest sum of live feature maps while running the layers in order.
-
-    A tensor lives from the layer that makes it to its last consumer (model outputs
-    to the end); no in-place reuse is assumed, so this is an upper bound of what a
-    runtime's arena planner needs.
-    """
-    sizes: dict[int, int] = {}
-    last_use: dict[int, int] = {}
-    order = execution_order(model)
-    for step, layer in enumerate(order):
-        node = _node(layer)
-        for tensor in keras.tree.flatten(node.input_tensors):
-            if id(tensor) not in sizes:
-                raise UnsupportedLayerError(
-                    f"layer '{layer.name}' runs before its input is made: "
-                    "the model's layer order is not topological"
-                )
-            last_use[id(tensor)] = step
+    """Largest sum of live feature maps while running the layers in order (an upper
+    bound: no in-place reuse; see :func:`mobilectl.core.cost.peak_live_elems`)."""
+    steps, sizes = [], {}
+    for op in execution_order(model):
+        node = _node(op)
+        writes = tuple(id(t) for t in keras.tree.flatten(node.output_tensors))
+        steps.append(Step(tuple(id(t) for t in keras.tree.flatten(node.input_tensors)), writes))
         for tensor in keras.tree.flatten(node.output_tensors):
-            sizes[id(tensor)] = _prod(_shapes(tensor)[0])
-    for tensor in keras.tree.flatten(model.outputs):
-        last_use[id(tensor)] = len(order)
-    live: set[int] = set()
-    peak = 0
-    for step, layer in enumerate(order):
-        node = _node(layer)
-        live.update(id(t) for t in keras.tree.flatten(node.output_tensors))
-        peak = max(peak, sum(sizes[t] for t in live))
-        live = {t for t in live if last_use.get(t, step) > step}
-    return peak
+            sizes[id(tensor)] = prod(_shapes(tensor)[0])
+    return peak_live_elems(steps, sizes, [id(t) for t in keras.tree.flatten(model.outputs)])
 
 
-def analyze_model(model: keras.Model) -> ModelCost:
+def _costs(model: keras.Model, *, strict: bool, prefix: str) -> list[LayerCost]:
+    """Rows in execution order; a nested model (called once) contributes its own
+    layers, named ``outer/inner``, and its input layer is skipped."""
+    rows: list[LayerCost] = []
+    for op in execution_order(model):
+        if isinstance(op, keras.Model):
+            _node(op)
+            graph = getattr(op, "_functional", None) or op  # a Sequential wraps a graph
+            inner = _costs(graph, strict=strict, prefix=f"{prefix}{op.name}/")
+            rows.extend(r for r in inner if r.kind != "InputLayer")
+        else:
+            row = layer_cost(op, strict=strict)
+            rows.append(replace(row, name=prefix + row.name) if prefix else row)
+    return rows
+
+
+def _check_static(model: keras.Model) -> None:
+    shapes = [tuple(t.shape) for t in keras.tree.flatten(model.inputs)]
+    if any(d is None for shape in shapes for d in shape[1:]):
+        raise UserError(f"{model.name}: input shape {shapes[0]} has unknown dimensions; "
+                        "give a fixed input shape (--input-shape, e.g. 1,224,224,3)")
+
+
+def with_input_shape(model: keras.Model, shape: tuple[int, ...]) -> keras.Model:
+    """The same functional graph rebuilt on a fixed ``shape`` (batch first) input, for
+    counting a model saved with dynamic dimensions (weights are not copied)."""
+    inputs = keras.Input(batch_shape=(None, *shape[1:]), name="input")
+    try:
+        return keras.models.clone_model(model, input_tensors=inputs)
+    except Exception as exc:  # keras raises ValueError/TypeError for shapes that do not fit
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"input shape {shape} does not fit {model.name}: {first}") from None
+
+
+def analyze_model(model: keras.Model, *, strict: bool = True) -> ModelCost:
     """Per-layer and total cost of a functional Keras model (batch of one).
 
+    Args:
+        strict: raise on a layer type the proxy does not know; when False, list it
+            in :attr:`ModelCost.unknown` instead (the totals are then lower bounds).
+
     Raises:
-        UnsupportedLayerError: a layer whose cost is not known, named in the message.
+        UnsupportedLayerError: an unknown layer (``strict``), named in the message.
     """
-    costs = tuple(layer_cost(layer) for layer in execution_order(model))
-    trainable = sum(c.trainable_params for c in costs)
+    _check_static(model)
+    costs = tuple(_costs(model, strict=strict, prefix=""))
     return ModelCost(
         name=model.name, layers=costs, params=sum(c.params for c in costs),
-        trainable_params=trainable, peak_activation_elems=peak_activation_elems(model),
+        trainable_params=sum(c.trainable_params for c in costs),
+        peak_activation_elems=peak_activation_elems(model),
     )

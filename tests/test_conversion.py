@@ -1,4 +1,5 @@
-"""One real conversion per family: TFLite and ONNX, builtin ops only, same numbers.
+"""One real conversion per family: TFLite and ONNX, builtin ops only, same numbers,
+and the FLOPs proxy read from each file agrees with the Keras count.
 
 The allowed op lists below are the proof the zoo needs no Flex or custom ops; a new
 op type fails the test until someone looks at it and adds it here.
@@ -11,6 +12,9 @@ import pytest
 
 from exporter import onnx as onnx_export
 from exporter import tflite as tflite_export
+from device_profiles import onnx_cost, tflite_cost
+from models_keras.analysis import analyze_model
+from models_keras.layers import StridedDilatedDepthwiseConv2D
 from models_keras.registry import ModelSpec, family_representatives
 
 TFLITE_BUILTINS = {
@@ -31,6 +35,7 @@ FAMILIES = family_representatives()
 @pytest.mark.parametrize("spec", FAMILIES, ids=lambda s: s.family)
 def test_converts_with_builtin_ops_and_same_numbers(spec: ModelSpec) -> None:
     model = spec.build(resolution=spec.test_resolution, num_classes=10)
+    _nonzero_biases(model)
     x = np.random.default_rng(1).uniform(-1, 1, (1, *model.input_shape[1:])).astype("float32")
     expected = np.asarray(model(x, training=False))
 
@@ -46,5 +51,40 @@ def test_converts_with_builtin_ops_and_same_numbers(spec: ModelSpec) -> None:
     assert types <= ONNX_STANDARD, f"{spec.name}: unexpected ONNX ops {types - ONNX_STANDARD}"
     np.testing.assert_allclose(onnx_export.run(proto, x), expected, atol=1e-4)
 
+    expected = _computed_macs(model)
+    for fmt, cost in (("tflite", tflite_cost.analyze(flatbuffer, name=spec.name)),
+                      ("onnx", onnx_cost.analyze(proto, name=spec.name))):
+        assert cost.unknown == (), f"{spec.name} {fmt}: ops without a cost rule {cost.unknown}"
+        assert abs(cost.macs / expected - 1) < 0.005, (spec.name, fmt, cost.macs, expected)
+
     if spec.family.startswith("shufflenet"):  # the channel shuffle lowers to these
         assert {"RESHAPE", "TRANSPOSE"} <= ops and {"Reshape", "Transpose"} <= types
+
+
+def _nonzero_biases(model) -> None:
+    """Biases and batch-norm statistics away from their initial zeros and ones, as in a
+    trained model (converters fold or drop zero biases, which hides real graph shapes)."""
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            layer.set_weights([w + np.abs(rng.normal(0, 0.05, w.shape)).astype(w.dtype)
+                               if w.ndim == 1 else w for w in weights])
+
+
+def _computed_macs(model) -> int:
+    """The Keras count plus what the files really compute beyond it: ESPNetv2's strided
+    dilated depthwise convs run at stride 1 and are subsampled (the proxy counts the
+    kept outputs, as the paper does)."""
+    extra = 0
+    for layer in model.layers:
+        if isinstance(layer, StridedDilatedDepthwiseConv2D):
+            h, w, c = layer.input.shape[1:]
+            kh, kw = layer.kernel_size
+            extra += h * w * c * kh * kw - prod_out(layer) * kh * kw
+    return analyze_model(model).macs + extra
+
+
+def prod_out(layer) -> int:
+    h, w, c = layer.output.shape[1:]
+    return h * w * c

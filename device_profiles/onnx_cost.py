@@ -1,0 +1,193 @@
+"""The FLOPs proxy of an .onnx file, read from its graph after ONNX shape inference.
+MACs follow the Keras proxy's rules (:mod:`mobilectl.core.cost`): ``Conv`` counts
+``output elements x kernel area x input channels per group``, ``MatMul``/``Gemm``
+``output elements x inner size``; quantized graphs (QDQ, ``ConvInteger``,
+``MatMulInteger``, ``QLinearConv``) count the same way. A graph input with a dynamic
+dimension needs a fixed ``input_shape``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
+from mobilectl.core.errors import UserError
+
+#: TensorProto data type -> (name, bits) for the weight bytes by dtype.
+DTYPES = {1: ("float32", 32), 2: ("uint8", 8), 3: ("int8", 8), 5: ("int16", 16),
+          6: ("int32", 32), 7: ("int64", 64), 10: ("float16", 16), 11: ("float64", 64),
+          22: ("int4", 4), 21: ("uint4", 4)}
+
+Rule = Callable[[Any, list[Shape], Shape], int]
+
+
+def _conv_weight(node: Any) -> int:
+    return 3 if node.op_type == "QLinearConv" else 1
+
+
+def _conv(node: Any, ins: list[Shape], out: Shape) -> int:
+    weight = ins[_conv_weight(node)]  # [O, I/groups, kh, kw]
+    return prod(out) * prod(weight[1:])
+
+
+def _matmul(node: Any, ins: list[Shape], out: Shape) -> int:
+    trans_a = any(a.name == "transA" and a.i for a in node.attribute)
+    a = ins[0]
+    return prod(out) * (a[0] if trans_a and node.op_type == "Gemm" else a[-1])
+
+
+def _per_output(node: Any, ins: list[Shape], out: Shape) -> int:
+    return prod(out)
+
+
+def _merge(node: Any, ins: list[Shape], out: Shape) -> int:
+    return prod(out) * max(1, len(ins) - 1)
+
+
+def _pool(node: Any, ins: list[Shape], out: Shape) -> int:
+    kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [1])
+    return prod(out) * prod(kernel)
+
+
+def _reduce(node: Any, ins: list[Shape], out: Shape) -> int:
+    return prod(ins[0])
+
+
+def _free(node: Any, ins: list[Shape], out: Shape) -> int:
+    return 0
+
+
+#: op type -> (MACs rule, element-wise rule)
+RULES: dict[str, tuple[Rule, Rule]] = {
+    **{k: (_conv, _free) for k in ("Conv", "ConvInteger", "QLinearConv")},
+    **{k: (_matmul, _free) for k in ("MatMul", "Gemm", "MatMulInteger")},
+    **{k: (_free, _merge) for k in ("Add", "Mul", "Sub", "Div", "Max", "Min", "Sum")},
+    **{k: (_free, _per_output) for k in (
+        "Relu", "Clip", "LeakyRelu", "PRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh",
+        "Softmax", "Neg", "Exp", "Sqrt", "Reciprocal", "Erf", "Pow", "BatchNormalization",
+        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "Elu",
+        "Gelu")},
+    **{k: (_free, _pool) for k in ("MaxPool", "AveragePool")},
+    **{k: (_free, _reduce) for k in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
+                                     "ReduceSum", "ReduceMax")},
+    **{k: (_free, _free) for k in (
+        "Reshape", "Transpose", "Concat", "Split", "Slice", "Pad", "Squeeze", "Unsqueeze",
+        "Flatten", "Identity", "Shape", "Gather", "Constant", "Expand", "Tile",
+        "DepthToSpace", "SpaceToDepth", "Resize")},
+}
+
+
+def read(path: Path) -> Any:
+    """The ModelProto of a readable .onnx file, or a UserError saying what it is."""
+    import onnx  # heavy: protobuf model loading
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, IO errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{path}: not a valid .onnx model ({first})") from None
+    if not proto.graph.node:
+        raise UserError(f"{path}: not a valid .onnx model (its graph has no nodes)")
+    return proto
+
+
+def _inputs(proto: Any) -> list[Any]:
+    constants = {i.name for i in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in constants]
+
+
+def _dims(value: Any) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim]
+
+
+def fix_input_shape(proto: Any, shape: tuple[int, ...] | None, *, name: str) -> None:
+    """Give the (single) graph input ``shape``; without one, every input must be static.
+
+    Raises:
+        UserError: a dynamic input without ``shape``, or a shape of the wrong rank.
+    """
+    inputs = _inputs(proto)
+    if shape is None:
+        for value in inputs:
+            if None in _dims(value):
+                raise UserError(f"{name}: input '{value.name}' has a dynamic shape "
+                                f"{_text(_dims(value))}; give --input-shape (e.g. "
+                                f"{_example(_dims(value))})")
+        return
+    if len(inputs) != 1:
+        raise UserError(f"{name}: --input-shape sets one input; this graph has {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        raise UserError(f"--input-shape {_text(list(shape))} has rank {len(shape)}; input "
+                        f"'{inputs[0].name}' of {name} has rank {len(dims)} "
+                        f"{_text(_dims(inputs[0]))}")
+    for dim, size in zip(dims, shape):
+        if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
+            raise UserError(f"--input-shape {_text(list(shape))} does not fit input "
+                            f"'{inputs[0].name}' of {name}: {_text(_dims(inputs[0]))}")
+        dim.Clear()
+        dim.dim_value = size
+
+
+def _text(dims: list[int | None]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _example(dims: list[int | None]) -> str:
+    return ",".join(str(d) if d is not None else ("1" if i == 0 else "224")
+                    for i, d in enumerate(dims))
+
+
+def _shapes(proto: Any, name: str) -> dict[str, Shape]:
+    import onnx  # heavy: shape inference
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    except Exception as exc:  # onnx raises InferenceError for inconsistent graphs
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{name}: ONNX shape inference failed ({first})") from None
+    graph = inferred.graph
+    shapes = {i.name: tuple(int(d) for d in i.dims) for i in graph.initializer}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        shapes.setdefault(value.name, tuple(d or 1 for d in _dims(value)))
+    return shapes
+
+
+def analyze(proto: Any, *, name: str, input_shape: tuple[int, ...] | None = None) -> ModelCost:
+    """Per-node and total cost of an ONNX graph (``proto`` is changed when
+    ``input_shape`` fixes its input)."""
+    fix_input_shape(proto, input_shape, name=name)
+    shapes = _shapes(proto, name)
+    constants = {i.name for i in proto.graph.initializer} | {
+        o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    rows = [_node_cost(node, shapes, constants) for node in proto.graph.node]
+    by_dtype: dict[str, int] = {}
+    for init in proto.graph.initializer:
+        dtype, bits = DTYPES.get(init.data_type, ("other", 8))
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + prod(init.dims) * bits // 8
+    params = sum(prod(i.dims) for i in proto.graph.initializer)
+    steps = [Step(tuple(i for i in n.input if i and i not in constants), tuple(n.output))
+             for n in proto.graph.node]
+    steps.insert(0, Step((), tuple(i.name for i in _inputs(proto))))
+    sizes = {k: prod(v) for k, v in shapes.items() if k not in constants}
+    return ModelCost(name=name, layers=tuple(rows), params=params, trainable_params=params,
+                     peak_activation_elems=peak_live_elems(
+                         steps, sizes, [o.name for o in proto.graph.output]),
+                     weight_bytes=tuple(sorted(by_dtype.items())), source="onnx")
+
+
+def _node_cost(node: Any, shapes: dict[str, Shape], constants: set[str]) -> LayerCost:
+    ins = [shapes.get(i, ()) for i in node.input if i]
+    out = shapes.get(node.output[0], ()) if node.output else ()
+    macs_rule, elementwise_rule = RULES.get(node.op_type, (_free, _free))
+    weights = [prod(shapes.get(i, ())) for i in node.input if i in constants]
+    return LayerCost(
+        name=node.name or node.output[0], kind=node.op_type, output_shape=out[1:],
+        macs=int(macs_rule(node, ins, out)), elementwise=int(elementwise_rule(node, ins, out)),
+        params=sum(weights), trainable_params=sum(weights),
+        input_elems=sum(prod(shapes.get(i, ())) for i in node.input if i and i not in constants),
+        output_elems=sum(prod(shapes.get(o, ())) for o in node.output if o),
+        known=node.op_type in RULES)
