@@ -176,7 +176,8 @@ def analyze(proto: Any, *, name: str, input_shape: tuple[int, ...] | None = None
     return ModelCost(name=name, layers=tuple(rows), params=params, trainable_params=params,
                      peak_activation_elems=peak_live_elems(
                          steps, sizes, [o.name for o in proto.graph.output]),
-                     weight_bytes=tuple(sorted(by_dtype.items())), source="onnx")
+                     weight_bytes=tuple(sorted(by_dtype.items())), source="onnx",
+                     input_shape=shapes.get(_inputs(proto)[0].name, ())[1:])
 
 
 def _node_cost(node: Any, shapes: dict[str, Shape], constants: set[str]) -> LayerCost:

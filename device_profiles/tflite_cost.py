@@ -9,11 +9,13 @@ params are the stored constants, not Keras' count.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
 from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
 from mobilectl.core.errors import UserError
+from mobilectl.core.tfenv import third_party_output
 
 #: TensorType enum value -> numpy dtype name (LiteRT's schema, the types models use).
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
@@ -117,9 +119,18 @@ def read(path: Path) -> bytes:
     """The bytes of a loadable .tflite file, or a UserError saying what it is."""
     from ai_edge_litert import schema_py_generated as schema  # heavy: generated schema
 
+    from ai_edge_litert.interpreter import Interpreter  # heavy: native runtime
+
     data = path.read_bytes()
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise UserError(f"{path}: not a .tflite model (no TFL3 flatbuffer identifier)")
+    try:
+        with third_party_output():
+            Interpreter(model_content=data)  # LiteRT verifies the whole flatbuffer
+    except Exception as exc:  # LiteRT raises ValueError/RuntimeError for broken files
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise UserError(f"{path}: not a valid .tflite model "
+                        f"({lines[0][:200] if lines else type(exc).__name__})") from None
     return data
 
 
@@ -132,7 +143,7 @@ def analyze(data: bytes, *, name: str) -> ModelCost:
     try:
         graph = _Graph(data)
         rows = [_op_cost(graph, op, kind) for op, kind in zip(graph.ops, graph.kinds)]
-    except (IndexError, ValueError, TypeError, AttributeError) as exc:
+    except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
         raise UserError(f"{name}: the .tflite flatbuffer is truncated or corrupt "
                         f"({type(exc).__name__})") from None
     constants = [i for i, const in enumerate(graph.constant) if const]
@@ -143,7 +154,8 @@ def analyze(data: bytes, *, name: str) -> ModelCost:
     params = sum(prod(graph.shapes[i]) for i in constants)
     return ModelCost(name=name, layers=tuple(rows), params=params, trainable_params=params,
                      peak_activation_elems=_peak(graph),
-                     weight_bytes=tuple(sorted(by_dtype.items())), source="tflite")
+                     weight_bytes=tuple(sorted(by_dtype.items())), source="tflite",
+                     input_shape=graph.shapes[graph.inputs[0]][1:] if graph.inputs else ())
 
 
 def _op_cost(graph: _Graph, op, kind: str) -> LayerCost:

@@ -114,7 +114,7 @@ def build_or_load(target: str, *, knobs: dict[str, Any] | None = None,
             given = ", ".join([*(knobs or {}), *(["weights"] if weights else [])])
             raise UserError(f"{given}: knobs and weights apply to registry models, not "
                             f"to a file ({target})")
-        model, name = _load_keras_file(Path(target)), file_model_name(Path(target))
+        model, name = load_keras_file(Path(target)), file_model_name(Path(target))
         spec_knobs, variant, origin, trained = {}, "", str(target), True
         normalization = Normalization()
     else:
@@ -140,7 +140,7 @@ def _cost(model: Any) -> tuple[int | None, int]:
     return cost.macs, cost.params
 
 
-def _load_keras_file(path: Path) -> Any:
+def load_keras_file(path: Path) -> Any:
     import keras  # heavy: TensorFlow/Keras load only when a model is loaded
 
     _check_keras_file(path)

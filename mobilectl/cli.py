@@ -21,6 +21,7 @@ from mobilectl.core.errors import UserError, VerificationFailed
 from mobilectl.core.tfenv import import_quietly, log_path, log_size
 from mobilectl.core.types import Format, IoType, Layout, Precision, parse
 from mobilectl.core.version import __version__
+from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
 from mobilectl.render import (
     build_table, devices_table, export_table, layers_table, models_table, profile_table,
@@ -46,6 +47,9 @@ GroupsOpt = Annotated[Optional[int], typer.Option("--groups", help="Groups of po
 ClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", help="Classifier outputs.")]
 TopOpt = Annotated[Optional[bool], typer.Option("--include-top/--no-include-top", metavar="",
                    help="Keep the pooling + classifier head.")]
+KnobOpt = Annotated[Optional[list[str]], typer.Option(
+    "--knob", metavar="NAME=VALUE",
+    help="Any other knob of the model, e.g. cell_repeats=6 (repeatable; see 'mobilectl models').")]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON on stdout for scripts.")]
 
 
@@ -98,27 +102,52 @@ def models_cmd(as_json: JsonOpt = False) -> None:
 
 @app.command("info")
 def info_cmd(
-    model: Annotated[str, typer.Argument(help="Registry name, see 'mobilectl models'.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL_OR_FILE",
+                     help="Registry name (see 'mobilectl models') or a .keras, .tflite or "
+                          ".onnx file.")],
     width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
     groups: GroupsOpt = None, num_classes: ClassesOpt = None, include_top: TopOpt = None,
+    knob: KnobOpt = None,
+    input_shape: Annotated[Optional[str], typer.Option("--input-shape", metavar="1,H,W,C",
+                           help="Fix a file's dynamic input dimensions (batch first).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", metavar="", help="Show every layer.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build MODEL and report the FLOPs proxy: MACs, params, memory traffic, peak memory."""
-    given = {k: v for k, v in {"width_multiplier": width_multiplier, "resolution": resolution,
-             "groups": groups, "num_classes": num_classes, "include_top": include_top}.items()
-             if v is not None}
-    with err.status(f"building {model} and counting its layers"):
-        _quiet_tensorflow()
-        from mobilectl.info import model_info  # lazy: imports Keras and the zoo
+    """Report the FLOPs proxy of a zoo model or a model file: MACs, params, memory
+    traffic, peak memory."""
+    given = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
+                   num_classes=num_classes, include_top=include_top, **_extra_knobs(knob))
+    shape = parse_shape(input_shape)
+    if is_model_file(model):
+        info = _file_info(model, given, shape, per_layer=per_layer)
+    else:
+        if shape is not None:
+            raise UserError("--input-shape applies to model files; a registry model takes "
+                            "--resolution")
+        with err.status(f"building {model} and counting its layers"):
+            _quiet_tensorflow()
+            from mobilectl.info import model_info  # lazy: imports Keras and the zoo
 
-        info = model_info(model, per_layer=per_layer, **given)
+            info = model_info(model, per_layer=per_layer, **given)
     if as_json:
         _print_json(info)
         return
     out.print(summary_table(info))
     if per_layer:
         out.print(layers_table(info["layers"], width=out.width))
+
+
+def _file_info(target: str, given: dict[str, Any], shape: tuple[int, ...] | None, *,
+               per_layer: bool) -> dict[str, Any]:
+    if given:
+        raise UserError(f"--{next(iter(given)).replace('_', '-')} applies to registry models; "
+                        f"{target} is a file (use --input-shape for its input)")
+    check_file(target, input_shape=shape)
+    with err.status(f"reading {target} and counting its ops"):
+        _quiet_tensorflow()
+        from mobilectl.info import file_info  # lazy: imports Keras, LiteRT's schema, onnx
+
+        return file_info(target, per_layer=per_layer, input_shape=shape)
 
 
 PrecisionFlags = tuple[bool, bool, bool]
@@ -137,6 +166,29 @@ def _knobs(**given: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _extra_knobs(pairs: Optional[list[str]]) -> dict[str, Any]:
+    """``--knob name=value`` pairs; values read as int, float, true/false, else text
+    (the model's knob then checks the kind and the range)."""
+    knobs: dict[str, Any] = {}
+    for pair in pairs or ():
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise UserError(f"--knob {pair!r} is not allowed: NAME=VALUE, e.g. cell_repeats=6")
+        knobs[name.strip().replace("-", "_")] = _knob_value(text.strip())
+    return knobs
+
+
+def _knob_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _read_labels(path: Optional[str]) -> tuple[str, ...]:
     if path is None:
         return ()
@@ -152,7 +204,7 @@ def export_cmd(
     target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
                       help="Registry name (see 'mobilectl models') or a .keras file.")],
     width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
-    groups: GroupsOpt = None, num_classes: ClassesOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
     weights: Annotated[Optional[str], typer.Option("--weights",
                        help="Local .weights.h5 file for a registry model.")] = None,
     int8: Annotated[bool, typer.Option("--int8", metavar="", help="Full-integer int8 (calibrated).")] = False,
@@ -191,7 +243,7 @@ def export_cmd(
                               min_cosine=min_cosine, min_sqnr_db=min_sqnr, min_top1=min_top1))
     format_table.check(options)
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
-                   num_classes=num_classes)
+                   num_classes=num_classes, **_extra_knobs(knob))
     _quiet_tensorflow()
     from exporter.pipeline import export  # lazy: imports TensorFlow/Keras
 
@@ -218,7 +270,7 @@ def quant_report_cmd(
     target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
                       help="Registry name or a .keras file.")],
     width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
-    groups: GroupsOpt = None, num_classes: ClassesOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
     weights: Annotated[Optional[str], typer.Option("--weights",
                        help="Local .weights.h5 file for a registry model.")] = None,
     calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR_OR_NPY",
@@ -237,7 +289,7 @@ def quant_report_cmd(
     options.validate()
     check_source(calib)
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
-                   num_classes=num_classes)
+                   num_classes=num_classes, **_extra_knobs(knob))
     _quiet_tensorflow()
     from exporter.pipeline import build_or_load, calibrate  # lazy: imports TensorFlow/Keras
     from quant.sensitivity import layer_sensitivity, suggest_keep_float, verdict

@@ -1,11 +1,23 @@
-"""Library side of ``mobilectl models`` and ``mobilectl info``: plain dicts for output."""
+"""Library side of ``mobilectl models`` and ``mobilectl info``: plain dicts for output.
+
+``mobilectl info`` takes a registry name or a model file: ``.keras`` (the Keras
+proxy), ``.tflite`` or ``.onnx`` (read from the file's graph); one table maps a file
+suffix to its reader.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from models_keras.analysis import analyze_model
+from device_profiles import onnx_cost, tflite_cost
+from exporter.pipeline import load_keras_file
+from mobilectl.core.cost import ModelCost
+from mobilectl.core.errors import UserError
+from mobilectl.modelfile import SUFFIXES, check_file
+from models_keras.analysis import analyze_model, with_input_shape
 from models_keras.registry import Knob, ModelSpec, get_model_spec, list_models
 
 
@@ -41,19 +53,29 @@ def model_info(name: str, *, per_layer: bool, **given: Any) -> dict[str, Any]:
     knobs = spec.resolve(**given)
     cost = analyze_model(spec.builder(**knobs))
     figure = spec.figure_for(knobs)
-    info: dict[str, Any] = {
+    info = {
         "model": spec.name, "variant": spec.variant(knobs), "knobs": knobs,
         "input": [knobs["resolution"], knobs["resolution"], 3],
+        **cost_info(cost, per_layer=per_layer),
+        "paper": None if figure is None or figure.macs_m is None else {
+            "macs_m": figure.macs_m, "params_m": figure.params_m, "source": figure.source,
+            "macs_delta_pct": (cost.macs / 1e6 / figure.macs_m - 1) * 100,
+        },
+    }
+    return info
+
+
+def cost_info(cost: ModelCost, *, per_layer: bool) -> dict[str, Any]:
+    """The FLOPs proxy's totals (and rows) as plain data; with ops the proxy does not
+    know, ``macs_lower_bound`` is true and ``unknown_ops`` counts them by type."""
+    info: dict[str, Any] = {
         "macs": cost.macs, "elementwise_ops": cost.elementwise,
+        "macs_lower_bound": bool(cost.unknown), "unknown_ops": dict(cost.unknown),
         "params": {"total": cost.params, "trainable": cost.trainable_params},
         "memory_access_bytes": {"float32": cost.memory_access_bytes(4),
                                 "int8": cost.memory_access_bytes(1)},
         "peak_activation_bytes": {"float32": cost.peak_activation_elems * 4,
                                   "int8": cost.peak_activation_elems},
-        "paper": None if figure is None or figure.macs_m is None else {
-            "macs_m": figure.macs_m, "params_m": figure.params_m, "source": figure.source,
-            "macs_delta_pct": (cost.macs / 1e6 / figure.macs_m - 1) * 100,
-        },
     }
     if per_layer:
         info["layers"] = [{
@@ -62,5 +84,48 @@ def model_info(name: str, *, per_layer: bool, **given: Any) -> dict[str, Any]:
             "trainable_params": c.trainable_params, "output_elems": c.output_elems,
             "memory_access_bytes": {"float32": c.memory_access_bytes(4),
                                     "int8": c.memory_access_bytes(1)},
+            "known": c.known,
         } for c in cost.layers]
     return info
+
+
+def _keras_cost(path: Path, shape: tuple[int, ...] | None) -> ModelCost:
+    model = load_keras_file(path)
+    if shape is not None:
+        _check_rank(shape, tuple(model.input_shape), path)
+        model = with_input_shape(model, shape)
+    return analyze_model(model, strict=False)
+
+
+def _check_rank(shape: tuple[int, ...], expected: tuple[Any, ...], path: Path) -> None:
+    if len(shape) != len(expected):
+        raise UserError(f"--input-shape {','.join(map(str, shape))} has rank {len(shape)}; "
+                        f"{path.name} takes rank {len(expected)} {expected}")
+
+
+def _tflite_cost(path: Path, shape: tuple[int, ...] | None) -> ModelCost:
+    del shape  # refused up front by check_file: a .tflite file's shapes are fixed
+    return tflite_cost.analyze(tflite_cost.read(path), name=path.name)
+
+
+def _onnx_cost(path: Path, shape: tuple[int, ...] | None) -> ModelCost:
+    return onnx_cost.analyze(onnx_cost.read(path), name=path.name, input_shape=shape)
+
+
+#: file suffix (:data:`mobilectl.modelfile.SUFFIXES`) -> its reader
+#: ``(path, input_shape) -> ModelCost``
+FILE_READERS: dict[str, Callable[[Path, tuple[int, ...] | None], ModelCost]] = dict(
+    zip(SUFFIXES, (_keras_cost, _tflite_cost, _onnx_cost)))
+
+
+def file_info(target: str, *, per_layer: bool,
+              input_shape: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """The FLOPs proxy of a model file, read by its suffix's reader."""
+    path = check_file(target, input_shape=input_shape)
+    cost = FILE_READERS[path.suffix.lower()](path, input_shape)
+    return {
+        "model": cost.name, "file": str(path), "source": path.suffix.lower().lstrip("."),
+        "variant": "", "input": list(cost.input_shape),
+        **cost_info(cost, per_layer=per_layer),
+        "weight_bytes": dict(cost.weight_bytes), "paper": None,
+    }

@@ -82,26 +82,46 @@ def models_table(rows: list[dict[str, Any]], *, width: int) -> Table:
 
 def summary_table(info: dict[str, Any]) -> Table:
     """Totals of ``mobilectl info``."""
-    table = Table(title=f"{info['model']} {info['variant'] or '(defaults)'}",
-                  title_justify="left", show_header=False)
+    title = (f"{info['model']} ({info['source']} file)" if "file" in info
+             else f"{info['model']} {info['variant'] or '(defaults)'}")
+    table = Table(title=title, title_justify="left", show_header=False,
+                  caption=_unknown_caption(info["unknown_ops"]))
     table.add_column("quantity")
     table.add_column("value", justify="right")
     paper = info["paper"]
+    bound = " (at least)" if info["macs_lower_bound"] else ""
     rows = [
         ("input", "x".join(map(str, info["input"]))),
-        ("MACs", millions(info["macs"])),
-        ("paper MACs", "-" if paper is None else f"{paper['macs_m']:g}M ({paper['macs_delta_pct']:+.2f}%)"),
-        ("element-wise ops", millions(info["elementwise_ops"])),
-        ("params (total)", f"{info['params']['total']:,}"),
-        ("params (trainable)", f"{info['params']['trainable']:,}"),
+        ("MACs" + bound, millions(info["macs"])),
+        *([] if "file" in info else [
+            ("paper MACs", "-" if paper is None
+             else f"{paper['macs_m']:g}M ({paper['macs_delta_pct']:+.2f}%)")]),
+        ("element-wise ops" + bound, millions(info["elementwise_ops"])),
+        *([("params (stored constants)", f"{info['params']['total']:,}")] if "file" in info
+          and info["source"] != "keras" else [
+            ("params (total)", f"{info['params']['total']:,}"),
+            ("params (trainable)", f"{info['params']['trainable']:,}")]),
         ("memory access float32", mebibytes(info["memory_access_bytes"]["float32"])),
         ("memory access int8", mebibytes(info["memory_access_bytes"]["int8"])),
         ("peak activations float32", mebibytes(info["peak_activation_bytes"]["float32"])),
         ("peak activations int8", mebibytes(info["peak_activation_bytes"]["int8"])),
+        *((f"weights {dtype}", _bytes(size))
+          for dtype, size in sorted(info.get("weight_bytes", {}).items())),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _bytes(size: int) -> str:
+    return mebibytes(size) if size >= 2**20 else f"{size / 1024:.1f} KiB"
+
+
+def _unknown_caption(unknown: dict[str, int]) -> str | None:
+    if not unknown:
+        return None
+    ops = ", ".join(f"{kind} x{count}" for kind, count in sorted(unknown.items()))
+    return f"lower bounds: no cost rule for {ops}"
 
 
 def layers_table(layers: list[dict[str, Any]], *, width: int) -> Table:

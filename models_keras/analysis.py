@@ -161,8 +161,18 @@ def _weight_count(layer: keras.Operation, *, trainable: bool | None = None) -> i
     return sum(prod(tuple(w.shape)) for w in weights)
 
 
-def _node(layer: keras.Operation):
+def _graph_nodes(model: keras.Model) -> set[int]:
+    """The call nodes of ``model``'s own graph (a layer of a nested model also has a
+    node in the graph that calls it)."""
+    graph = getattr(model, "_functional", None) or model  # a Sequential wraps a graph
+    by_depth = getattr(graph, "_nodes_by_depth", {})  # noqa: SLF001 (Keras' call graph)
+    return {id(node) for nodes in by_depth.values() for node in nodes}
+
+
+def _node(layer: keras.Operation, graph: set[int] | None = None):
     nodes = layer._inbound_nodes  # noqa: SLF001 (Keras keeps the call graph here)
+    if graph:
+        nodes = [n for n in nodes if id(n) in graph] or nodes
     if len(nodes) != 1:
         raise UnsupportedLayerError(
             f"layer '{layer.name}' is called {len(nodes)} times: the FLOPs proxy "
@@ -171,9 +181,11 @@ def _node(layer: keras.Operation):
     return nodes[0]
 
 
-def layer_cost(layer: keras.Operation, *, strict: bool = True) -> LayerCost:
-    """Cost of one layer (or Keras op) of a built functional model; an unknown type
-    raises when ``strict``, else gives a row marked ``known=False``."""
+def layer_cost(layer: keras.Operation, *, strict: bool = True,
+               graph: set[int] | None = None) -> LayerCost:
+    """Cost of one layer (or Keras op) of a built functional model (``graph``: the
+    call nodes of the model it belongs to); an unknown type raises when ``strict``,
+    else gives a row marked ``known=False``."""
     try:
         macs_rule, elementwise_rule = _rules_for(layer)
         known = True
@@ -181,7 +193,7 @@ def layer_cost(layer: keras.Operation, *, strict: bool = True) -> LayerCost:
         if strict:
             raise _unsupported(layer) from None
         macs_rule, elementwise_rule, known = _free, _free, False
-    node = _node(layer)
+    node = _node(layer, graph)
     ins = _shapes(node.input_tensors)
     outs = _shapes(node.output_tensors)
     out = outs[0] if outs else ()
@@ -198,10 +210,12 @@ def execution_order(model: keras.Model) -> list[keras.Operation]:
     """The model's layers and ops in an order that runs each after its inputs are made
     (Keras' own list is in creation order, which is not always topological, e.g. in
     keras.applications' MobileNet V3); ties keep Keras' order, so zoo models keep theirs."""
-    ops = list(model.operations)
+    graph = getattr(model, "_functional", None) or model
+    ops = list(graph.operations)
+    nodes = _graph_nodes(model)
     made = {id(t): i for i, op in enumerate(ops)
-            for t in keras.tree.flatten(_node(op).output_tensors)}
-    needs = {i: {made[id(t)] for t in keras.tree.flatten(_node(op).input_tensors)
+            for t in keras.tree.flatten(_node(op, nodes).output_tensors)}
+    needs = {i: {made[id(t)] for t in keras.tree.flatten(_node(op, nodes).input_tensors)
                  if id(t) in made and made[id(t)] != i}
              for i, op in enumerate(ops)}
     order: list[int] = []
@@ -219,8 +233,9 @@ def peak_activation_elems(model: keras.Model) -> int:
     """Largest sum of live feature maps while running the layers in order (an upper
     bound: no in-place reuse; see :func:`mobilectl.core.cost.peak_live_elems`)."""
     steps, sizes = [], {}
+    graph = _graph_nodes(model)
     for op in execution_order(model):
-        node = _node(op)
+        node = _node(op, graph)
         writes = tuple(id(t) for t in keras.tree.flatten(node.output_tensors))
         steps.append(Step(tuple(id(t) for t in keras.tree.flatten(node.input_tensors)), writes))
         for tensor in keras.tree.flatten(node.output_tensors):
@@ -232,14 +247,14 @@ def _costs(model: keras.Model, *, strict: bool, prefix: str) -> list[LayerCost]:
     """Rows in execution order; a nested model (called once) contributes its own
     layers, named ``outer/inner``, and its input layer is skipped."""
     rows: list[LayerCost] = []
+    graph = _graph_nodes(model)
     for op in execution_order(model):
         if isinstance(op, keras.Model):
-            _node(op)
-            graph = getattr(op, "_functional", None) or op  # a Sequential wraps a graph
-            inner = _costs(graph, strict=strict, prefix=f"{prefix}{op.name}/")
+            _node(op, graph)
+            inner = _costs(op, strict=strict, prefix=f"{prefix}{op.name}/")
             rows.extend(r for r in inner if r.kind != "InputLayer")
         else:
-            row = layer_cost(op, strict=strict)
+            row = layer_cost(op, strict=strict, graph=graph)
             rows.append(replace(row, name=prefix + row.name) if prefix else row)
     return rows
 
@@ -278,4 +293,5 @@ def analyze_model(model: keras.Model, *, strict: bool = True) -> ModelCost:
         name=model.name, layers=costs, params=sum(c.params for c in costs),
         trainable_params=sum(c.trainable_params for c in costs),
         peak_activation_elems=peak_activation_elems(model),
+        input_shape=tuple(int(d) for d in keras.tree.flatten(model.inputs)[0].shape[1:]),
     )

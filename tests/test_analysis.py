@@ -80,12 +80,45 @@ def test_unsupported_layer_is_named() -> None:
         analyze_model(model)
 
 
-def test_nested_model_is_refused() -> None:
-    inner_in = keras.Input((4, 4, 2))
-    inner = keras.Model(inner_in, layers.ReLU()(inner_in), name="inner")
+def test_unknown_layer_is_listed_when_not_strict() -> None:
     inp = keras.Input((4, 4, 2))
-    with pytest.raises(UnsupportedLayerError, match="inner"):
-        analyze_model(keras.Model(inp, inner(inp)))
+    x = layers.Conv2D(3, 1, use_bias=False, name="conv")(Doubler(name="weird")(inp))
+    cost = analyze_model(keras.Model(inp, x), strict=False)
+    assert cost.unknown == (("Doubler", 1),) and cost.macs == 4 * 4 * 2 * 3
+
+
+def test_nested_models_are_counted_with_their_layers() -> None:
+    """A nested functional model and a Sequential (keras.applications' ConvNeXt stem)
+    contribute their own layers, named ``outer/inner``."""
+    inner_in = keras.Input((4, 4, 2))
+    inner = keras.Model(inner_in, layers.Conv2D(3, 1, name="c")(inner_in), name="inner")
+    seq = keras.Sequential([layers.Conv2D(5, 1, name="s")], name="seq")
+    inp = keras.Input((4, 4, 2))
+    cost = analyze_model(keras.Model(inp, seq(inner(inp))))
+    assert [c.kind for c in cost.layers] == ["InputLayer", "Conv2D", "Conv2D"]
+    assert [c.name for c in cost.layers][1:] == ["inner/c", "seq/s"]
+    assert cost.macs == 16 * 2 * 3 + 16 * 3 * 5
+    assert cost.params == (2 * 3 + 3) + (3 * 5 + 5)
+
+
+def test_keras_ops_between_layers_are_counted() -> None:
+    """keras.applications' MobileNet V3 computes hard-sigmoid as ``x + 3`` (a Keras op,
+    not a layer): its MACs are Keras' own table's 217M for the large model."""
+    model = keras.applications.MobileNetV3Large(weights=None, input_shape=(224, 224, 3))
+    cost = analyze_model(model)
+    assert {"Add", "Multiply"} <= {c.kind for c in cost.layers}
+    assert abs(cost.macs / 217e6 - 1) < 0.01 and cost.params == model.count_params()
+
+
+def test_dynamic_input_needs_a_shape() -> None:
+    from mobilectl.core.errors import UserError
+    from models_keras.analysis import with_input_shape
+
+    inp = keras.Input((None, None, 3))
+    model = keras.Model(inp, layers.Conv2D(4, 3, name="c")(inp))
+    with pytest.raises(UserError, match="unknown dimensions; give a fixed input shape"):
+        analyze_model(model)
+    assert analyze_model(with_input_shape(model, (1, 10, 10, 3))).macs == 8 * 8 * 4 * 27
 
 
 def test_keras_applications_nasnet_mobile_is_counted() -> None:

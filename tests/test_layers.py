@@ -76,6 +76,7 @@ def test_function_local_imports_are_lazy_heavy_dependencies_with_a_reason() -> N
 def test_light_layers_load_without_tensorflow() -> None:
     code = ("import sys\n"
             "import mobilectl.cli, mobilectl.spec, mobilectl.build, mobilectl.profiling\n"
+            "import mobilectl.modelfile, mobilectl.core.cost\n"
             "import device_profiles.harness, exporter.formats, quant.calibration\n"
             "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') "
             "if m in sys.modules]\n"

@@ -64,6 +64,7 @@ class ModelCost:
         weight_bytes: stored weight bytes by dtype (``(("int8", 3_200_000), ...)``)
             for a model file; empty for a Keras model.
         source: what the figures were read from (``keras``, ``tflite``, ``onnx``).
+        input_shape: the (first) input's shape without the batch dimension.
     """
 
     name: str
@@ -73,6 +74,7 @@ class ModelCost:
     peak_activation_elems: int
     weight_bytes: tuple[tuple[str, int], ...] = ()
     source: str = "keras"
+    input_shape: Shape = ()
 
     @property
     def macs(self) -> int:
