@@ -137,4 +137,8 @@ def markdown(results: dict[str, Any], plots: Path) -> str:
         rho = "n/a" if c["rho"] is None else f"{c['rho']:.3f} (p={c['p_value']:.2g})"
         lines.append(f"- {name}: {rho} over {c['models']} models")
     lines += ["", f"![MACs vs latency]({plots}/latency_vs_macs.png)", ""]
+    fragmentation = Path(__file__).resolve().parent.parent / "bench" / "fragmentation.md"
+    if fragmentation.exists():  # scripts/bench_fragmentation.py's section, kept
+        lines += ["<!-- fragmentation -->", fragmentation.read_text().rstrip("\n"),
+                  "<!-- /fragmentation -->", ""]
     return "\n".join(lines)

@@ -58,7 +58,29 @@ def digits_example() -> str:
     return "\n".join(["$ python examples/digits.py", done.stdout.rstrip(), *hint])
 
 
-EXAMPLES: dict[str, Callable[[], str]] = {"info": info_example, "digits": digits_example}
+def info_file_example() -> str:
+    """The FLOPs proxy read from exported files, next to the zoo model's count."""
+    with tempfile.TemporaryDirectory(prefix="mobilectl-readme-") as tmp:
+        knobs = ["-w", "0.25", "-r", "96"]
+        export = _run([sys.executable, "-m", "mobilectl.cli", "export", "mobilenet_v1", *knobs,
+                       "--int8", "--out", "mnv1"], cwd=Path(tmp))
+        if export.returncode != 0:
+            raise SystemExit(f"export failed:\n{export.stderr[-2000:]}")
+        stem = "mnv1/mobilenet_v1-w0.25-r96_int8"
+        table = _run([sys.executable, "-m", "mobilectl.cli", "info", f"{stem}.tflite"],
+                     cwd=Path(tmp)).stdout.rstrip()
+        macs = [json.loads(_run([sys.executable, "-m", "mobilectl.cli", "info", *argv, "--json"],
+                                cwd=Path(tmp)).stdout)["macs"]
+                for argv in (["mobilenet_v1", *knobs], [f"{stem}.onnx"])]
+    return "\n".join([
+        "$ mobilectl export mobilenet_v1 -w 0.25 -r 96 --int8 --out mnv1 > /dev/null",
+        f"$ mobilectl info {stem}.tflite", table,
+        "$ mobilectl info mobilenet_v1 -w 0.25 -r 96 --json | jq .macs", str(macs[0]),
+        f"$ mobilectl info {stem}.onnx --json | jq .macs", str(macs[1])])
+
+
+EXAMPLES: dict[str, Callable[[], str]] = {"info": info_example, "digits": digits_example,
+                                          "info_file": info_file_example}
 BLOCK = re.compile(r"(<!-- example: (\w+) -->\n```console\n)(.*?)(```\n<!-- /example -->)",
                    re.DOTALL)
 

@@ -15,7 +15,7 @@ DIGITS_KNOBS = {"width_multiplier": 0.25, "resolution": 32, "num_classes": 10}
 
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """MobileNet V1 0.25 trained for a few epochs on the digits: a model whose weights
+    """MobileNet V1 0.25 trained for 12 epochs on the digits: a model whose weights
     are not noise, so int8 verification means something. Batch-norm statistics are
     recomputed on the training set after fitting (momentum 0.999 would need far more
     steps to settle)."""
@@ -30,7 +30,7 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
     model = build_model("mobilenet_v1", dropout=0.0, **DIGITS_KNOBS)
     model.compile(optimizer=keras.optimizers.Adam(3e-3),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x[:1400], labels[:1400], epochs=6, batch_size=64, verbose=0)
+    model.fit(x[:1400], labels[:1400], epochs=12, batch_size=64, verbose=0)
     recalibrate_batch_norm(model, x[:1400])
     accuracy = float(model.evaluate(x[1400:], labels[1400:], verbose=0)[1])
     root = tmp_path_factory.mktemp("digits")
