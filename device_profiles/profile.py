@@ -21,6 +21,7 @@ from typing import Any
 from device_profiles import load_profile_data, profile_names
 from mobilectl.core.errors import UserError, nearest
 from mobilectl.core.types import Precision, values
+from quant.onnx_quant import host_arch
 
 
 class Transport(StrEnum):
@@ -77,6 +78,12 @@ class Profile:
     match: Match
     roofline: Roofline
     source: str  # the file it came from
+
+    @property
+    def arch(self) -> str:
+        """The CPU architecture the device runs (``host``: this machine's), which picks
+        int8 ONNX's activation type (:func:`quant.onnx_quant.activations_for`)."""
+        return host_arch() if self.abi == "host" else self.abi
 
 
 # key -> (check, description of what is allowed)

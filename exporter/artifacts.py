@@ -4,7 +4,9 @@ Every option that changes an artifact's bytes is in its name, so two exports tha
 differ never share a file: the architecture knobs (the variant, e.g. ``w0.5-r160``),
 the ONNX input layout (``nchw``), the int8 TFLite I/O type (``ioint8``), the layers
 kept in float (``kf`` and a short hash of their names), a calibration sample count
-other than the default (``c16``) and a seed other than 0 (``seed3``). Names are
+other than the default (``c16``), a seed other than 0 (``seed3``), and for int8 ONNX
+int8 activations instead of uint8 (``aint8``) and a calibration method other than
+min/max (``entropy``, ``percentile``). Names are
 always plain file names inside the output folder. (Writing, hashing and the manifest
 are shared contracts: :mod:`mobilectl.core.files`, :mod:`mobilectl.core.manifest`.)
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from exporter.options import DEFAULT_CALIB_SAMPLES, ExportFormat, ExportOptions
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import is_safe_name
-from mobilectl.core.types import IoType, Layout, Precision
+from mobilectl.core.types import Activations, CalibrationMethod, IoType, Layout, Precision
 
 
 def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
@@ -35,6 +37,11 @@ def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
         tags.append(f"c{options.calib_samples}")
     if options.seed:
         tags.append(f"seed{options.seed}")
+    if options.precision == Precision.INT8 and "activations" in row.accepts:
+        if options.activations != Activations.UINT8:
+            tags.append(f"a{options.activations}")
+        if options.calib_method != CalibrationMethod.MINMAX:
+            tags.append(str(options.calib_method))
     return tags
 
 

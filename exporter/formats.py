@@ -7,13 +7,14 @@ from __future__ import annotations
 from exporter import onnx, tflite
 from exporter.options import ExportFormat, ExportOptions
 from mobilectl.core.errors import UserError
-from mobilectl.core.types import Format, IoType, Layout
+from mobilectl.core.types import CalibrationMethod, Format, IoType, Layout
 
 FORMATS: dict[Format, ExportFormat] = {row.name: row for row in (tflite.FORMAT, onnx.FORMAT)}
 
 #: option -> (its flag, its default): an option away from its default needs a format
 #: that accepts it.
-_OPTION_FLAGS = {"io_type": ("--io", IoType.FLOAT), "layout": ("--layout", Layout.NHWC)}
+_OPTION_FLAGS = {"io_type": ("--io", IoType.FLOAT), "layout": ("--layout", Layout.NHWC),
+                 "calib_method": ("--calib-method", CalibrationMethod.MINMAX)}
 
 
 def get(fmt: Format) -> ExportFormat:

@@ -9,15 +9,17 @@ module's row of the exporter's format table.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from exporter.options import ExportFormat, ExportOptions, Progress
-from mobilectl.core.manifest import TensorInfo, TensorIO
+from mobilectl.core.manifest import QuantRecipe, TensorInfo, TensorIO
 from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Format, Layout, Precision
 from quant import onnx_quant
@@ -39,10 +41,40 @@ def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.N
     # tf2onnx numbers the names it makes with a process-wide counter: restart it, so
     # the same model gives the same bytes in one process as in a fresh one.
     tf2onnx.utils.INTERNAL_NAME = 1
-    with third_party_output():
+    with third_party_output(), _transposes_past_scalar_adds():
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset,
                                               inputs_as_nchw=nchw)
     return canonicalize(proto)
+
+
+@contextlib.contextmanager
+def _transposes_past_scalar_adds() -> Iterator[None]:
+    """tf2onnx's transpose optimiser, able to pass an ``Add`` of a 0-d constant.
+
+    tf2onnx 1.17 tries to fold ``Conv -> Transpose -> Add(constant)`` into the conv's
+    bias and fails with ``max() arg is an empty sequence`` when the constant is a scalar
+    (hard-swish's ``x + 3`` right after a conv); the exception aborts the whole pass,
+    leaving every layout Transpose in the graph (123 in MobileNet V3 Large in NCHW, its
+    squeeze-excite as ``ReduceMean``). Here such a constant is given the shape ``[1]``
+    first: the same broadcast and numbers, no bias fold, and the pass goes on. The
+    handler is restored afterwards."""
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer  # heavy: tf2onnx
+
+    original = TransposeOptimizer._add_handler  # noqa: SLF001 (the failing handler)
+
+    def handler(self: Any, trans: Any, node: Any) -> Any:
+        constant = node.inputs[1]
+        if constant.is_const():
+            value = constant.get_tensor_value(as_list=False)
+            if value.ndim == 0:
+                constant.set_tensor_value(value.reshape(1))
+        return original(self, trans, node)
+
+    TransposeOptimizer._add_handler = handler  # noqa: SLF001
+    try:
+        yield
+    finally:
+        TransposeOptimizer._add_handler = original  # noqa: SLF001
 
 
 def embed_metadata(proto: Any, metadata: dict[str, str]) -> Any:
@@ -191,7 +223,8 @@ def quantize(proto: Any, options: ExportOptions, calibration: np.ndarray) -> Any
         return onnx_quant.quantize_dynamic(proto)
     if options.precision == Precision.INT8:
         return canonicalize(onnx_quant.quantize_int8(
-            proto, calibration, layout=options.layout, keep_float=options.keep_float))
+            proto, calibration, layout=options.layout, keep_float=options.keep_float,
+            activations=options.activations, method=options.calib_method))
     return proto
 
 
@@ -207,6 +240,13 @@ def _convert_artifact(model: Any, *, options: ExportOptions, calibration: np.nda
     return serialize(embed_metadata(proto, text))
 
 
+def recipe(options: ExportOptions) -> QuantRecipe | None:
+    """How int8 ONNX is quantized for ``options``' target (None for other precisions)."""
+    if options.precision != Precision.INT8:
+        return None
+    return onnx_quant.recipe(options.activations, options.calib_method, target=options.target)
+
+
 FORMAT = ExportFormat(name=Format.ONNX, title="ONNX",
-                      accepts=frozenset({"layout", "keep_float"}), convert=_convert_artifact,
-                      run=run, io_details=io_details)
+                      accepts=frozenset({"layout", "keep_float", "activations", "calib_method"}),
+                      convert=_convert_artifact, run=run, io_details=io_details, recipe=recipe)

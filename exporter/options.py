@@ -11,8 +11,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from mobilectl.core.errors import UserError
-from mobilectl.core.manifest import TensorIO
-from mobilectl.core.types import Format, IoType, Layout, Precision, parse
+from mobilectl.core.manifest import QuantRecipe, TensorIO
+from mobilectl.core.types import (
+    Activations, CalibrationMethod, Format, IoType, Layout, Precision, parse,
+)
+from quant.onnx_quant import activations_for, host_arch
 
 Progress = Callable[[str], None]
 MAX_CALIB_SAMPLES = 10_000
@@ -62,6 +65,9 @@ class ExportOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     seed: int = 0
     output: str | None = None  # file stem instead of <model>[-<variant>]
+    target: str = ""  # the CPU architecture int8 ONNX is made for ("" = this machine)
+    activations: Activations | None = None  # int8 ONNX; None = the target's choice
+    calib_method: CalibrationMethod = CalibrationMethod.MINMAX  # int8 ONNX ranges
 
     def __post_init__(self) -> None:
         """Plain values (``"int8"``) from library callers become their enum members; a
@@ -71,6 +77,12 @@ class ExportOptions:
                                                   for f in self.formats))
         object.__setattr__(self, "io_type", parse(IoType, self.io_type, flag="--io"))
         object.__setattr__(self, "layout", parse(Layout, self.layout, flag="--layout"))
+        object.__setattr__(self, "target", (self.target or host_arch()).lower())
+        object.__setattr__(self, "activations", activations_for(self.target)
+                           if self.activations is None
+                           else parse(Activations, self.activations, flag="--activations"))
+        object.__setattr__(self, "calib_method", parse(CalibrationMethod, self.calib_method,
+                                                       flag="--calib-method"))
 
     def validate(self) -> None:
         """Raise UserError for a bad value or combination that needs no format
@@ -95,11 +107,13 @@ class ExportOptions:
 
     def used(self) -> ExportOptions:
         """These options with the ones the precision ignores reset to their defaults
-        (``io_type`` and ``keep_float`` only matter for int8), so equal exports have
-        equal options (the build's cache key hashes exactly these)."""
+        (``io_type``, ``keep_float``, the target and the ONNX activation type and
+        calibration method only matter for int8), so equal exports have equal options
+        (the build's cache key hashes exactly these)."""
         if self.precision == Precision.INT8:
             return self
-        return replace(self, io_type=IoType.FLOAT, keep_float=())
+        return replace(self, io_type=IoType.FLOAT, keep_float=(), target="any",
+                       activations=Activations.UINT8, calib_method=CalibrationMethod.MINMAX)
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,8 @@ class ExportFormat:
             convert, quantize and embed the metadata.
         run: ``(data, x, *, layout) -> outputs``: run on NHWC float inputs.
         io_details: the artifact's input and output tensors.
+        recipe: ``(options) -> QuantRecipe | None``: how an int8 artifact of this
+            format is quantized (for the manifest).
     """
 
     name: Format
@@ -123,6 +139,7 @@ class ExportFormat:
     convert: Callable[..., bytes]
     run: Callable[..., np.ndarray]
     io_details: Callable[[bytes], TensorIO]
+    recipe: Callable[[ExportOptions], QuantRecipe | None] = lambda options: None
 
     def layout(self, options: ExportOptions) -> Layout:
         return options.layout if "layout" in self.accepts else Layout.NHWC

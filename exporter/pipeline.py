@@ -256,7 +256,8 @@ def manifest_entry(candidate: Candidate, source: SourceModel, calib: Calibration
         io=candidate.io, macs=source.macs, params=source.params,
         normalization=source.normalization, keep_float=options.keep_float,
         calibration=calib.describe() if candidate.precision == Precision.INT8 else None,
-        verification=check.result(int(len(calib.held_out))), tools=tool_versions())
+        verification=check.result(int(len(calib.held_out))), tools=tool_versions(),
+        quantization=row.recipe(options))
 
 
 def write(out: Path, written: list[tuple[Candidate, ManifestEntry]]) -> None:

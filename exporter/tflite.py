@@ -18,9 +18,9 @@ import numpy as np
 
 from exporter.options import ExportFormat, ExportOptions, Progress
 from mobilectl.core.errors import UserError
-from mobilectl.core.manifest import TensorInfo, TensorIO
+from mobilectl.core.manifest import QuantRecipe, TensorInfo, TensorIO
 from mobilectl.core.tfenv import third_party_output
-from mobilectl.core.types import Format, IoType, Layout, Precision
+from mobilectl.core.types import Activations, CalibrationMethod, Format, IoType, Layout, Precision
 from quant import tflite_quant
 
 METADATA_NAME = "mobilectl"
@@ -145,6 +145,16 @@ def read_metadata(flatbuffer: bytes) -> dict[str, Any] | None:
     return None
 
 
+def recipe(options: ExportOptions) -> QuantRecipe | None:
+    """Full-integer TFLite: LiteRT's int8 scheme (int8 activations, per-channel int8
+    weights, min/max ranges from the converter's calibration), whatever the target."""
+    if options.precision != Precision.INT8:
+        return None
+    return QuantRecipe(activations=Activations.INT8, weights="int8", per_channel=True,
+                       format="tflite", calibration_method=CalibrationMethod.MINMAX,
+                       target=options.target)
+
+
 FORMAT = ExportFormat(name=Format.TFLITE, title="TFLite",
                       accepts=frozenset({"io_type", "keep_float"}), convert=_convert_artifact,
-                      run=run, io_details=io_details)
+                      run=run, io_details=io_details, recipe=recipe)

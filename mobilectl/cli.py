@@ -19,7 +19,9 @@ from rich.console import Console
 
 from mobilectl.core.errors import UserError, VerificationFailed
 from mobilectl.core.tfenv import import_quietly, log_path, log_size
-from mobilectl.core.types import Format, IoType, Layout, Precision, parse
+from mobilectl.core.types import (
+    Activations, CalibrationMethod, Format, IoType, Layout, Precision, parse,
+)
 from mobilectl.core.version import __version__
 from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
@@ -189,6 +191,15 @@ def _knob_value(text: str) -> Any:
     return text
 
 
+def _target(device: Optional[str]) -> str:
+    """The CPU architecture of a device profile ("" = this machine)."""
+    if device is None:
+        return ""
+    from device_profiles.profile import load_profile  # lazy: reads the TOML profiles
+
+    return load_profile(device).arch
+
+
 def _read_labels(path: Optional[str]) -> tuple[str, ...]:
     if path is None:
         return ()
@@ -215,6 +226,12 @@ def export_cmd(
                      help="Images folder or .npy/.npz (default: bundled photos).")] = None,
     calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration samples.")] = 64,
     io_type: Annotated[str, typer.Option("--io", help="int8 TFLite I/O: float, int8, uint8.")] = "float",
+    device: Annotated[Optional[str], typer.Option("--device", help="Target device profile: picks "
+                      "int8 ONNX's activation type (default: this machine).")] = None,
+    activations: Annotated[Optional[str], typer.Option("--activations", help="int8 ONNX "
+                           "activations: uint8 (x86) or int8 (ARM); default from --device.")] = None,
+    calib_method: Annotated[str, typer.Option("--calib-method", help="int8 ONNX ranges: minmax, "
+                            "entropy, percentile.")] = "minmax",
     layout: Annotated[str, typer.Option("--layout", help="ONNX input layout: nhwc, nchw.")] = "nhwc",
     keep_float: Annotated[Optional[list[str]], typer.Option("--keep-float", metavar="LAYER",
                           help="Leave this layer in float (repeatable).")] = None,
@@ -238,7 +255,10 @@ def export_cmd(
                       for f in formats.split(",") if f.strip()),
         calib=calib, calib_samples=calib_samples, io_type=parse(IoType, io_type, flag="--io"),
         layout=parse(Layout, layout, flag="--layout"), keep_float=tuple(keep_float or ()),
-        labels=_read_labels(labels), seed=seed,
+        labels=_read_labels(labels), seed=seed, target=_target(device),
+        activations=None if activations is None else parse(Activations, activations,
+                                                           flag="--activations"),
+        calib_method=parse(CalibrationMethod, calib_method, flag="--calib-method"),
         thresholds=Thresholds(max_abs_error=max_abs_error, max_abs_error_fp16=max_abs_error_fp16,
                               min_cosine=min_cosine, min_sqnr_db=min_sqnr, min_top1=min_top1))
     format_table.check(options)

@@ -36,11 +36,15 @@ from exporter import formats as format_table
 from exporter.options import ExportOptions, Thresholds
 from mobilectl.core.errors import UserError, nearest
 from mobilectl.core.files import is_safe_name
-from mobilectl.core.types import Format, IoType, Layout, Precision, values
+from device_profiles.profile import load_profile
+from mobilectl.core.types import (
+    Activations, CalibrationMethod, Format, IoType, Layout, Precision, values,
+)
 
 ARTIFACT_KEYS = {"name", "model", "keras", "knobs", "weights", "formats", "precisions",
                  "calib", "calib_samples", "io", "layout", "keep_float", "labels",
-                 "thresholds", "budgets", "output", "seed"}
+                 "thresholds", "budgets", "output", "seed", "target", "activations",
+                 "calib_method"}
 DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "output", "labels"}
 THRESHOLD_KEYS = {"max_abs_error", "max_abs_error_fp16", "min_cosine", "min_sqnr_db", "min_top1"}
 BUDGET_KEYS = {"max_latency_ms", "max_size_mb"}
@@ -193,7 +197,24 @@ def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> Expo
         keep_float=tuple(get("keep_float", list, [])),
         labels=_labels(_path(base, labels, src, f"{prefix}labels")) if labels else (),
         thresholds=_thresholds(get("thresholds", dict, {}), src, f"{prefix}thresholds."),
-        output=output, seed=get("seed", int, 0))
+        output=output, seed=get("seed", int, 0), target=_target(get("target", str), src, prefix),
+        activations=_optional(get("activations", str), Activations, src, f"{prefix}activations"),
+        calib_method=_each([get("calib_method", str, "minmax")], CalibrationMethod, src,
+                           f"{prefix}calib_method")[0])
+
+
+def _target(device: str | None, src: str, prefix: str) -> str:
+    """The CPU architecture of the device profile named by ``target`` ("": this machine)."""
+    if device is None:
+        return ""
+    try:
+        return load_profile(device).arch
+    except UserError as exc:
+        raise UserError(f"{src}: key '{prefix}target': {exc}") from None
+
+
+def _optional(value: str | None, kind: type[E], src: str, key: str) -> E | None:
+    return None if value is None else _each([value], kind, src, key)[0]
 
 
 #: the CLI flag an option error names -> the spec key that sets it (longest first)
@@ -202,7 +223,8 @@ FLAG_KEYS = (("--max-abs-error-fp16", "thresholds.max_abs_error_fp16"),
              ("--min-cosine", "thresholds.min_cosine"), ("--min-sqnr", "thresholds.min_sqnr_db"),
              ("--min-top1", "thresholds.min_top1"), ("--calib-samples", "calib_samples"),
              ("--keep-float", "keep_float"), ("--layout", "layout"), ("--format", "formats"),
-             ("--seed", "seed"), ("--io", "io"), ("--int8", "precisions int8"))
+             ("--seed", "seed"), ("--io", "io"), ("--int8", "precisions int8"),
+             ("--calib-method", "calib_method"), ("--activations", "activations"))
 
 
 def _checked(options: ExportOptions, src: str, name: str) -> None:

@@ -3,9 +3,14 @@
 - ``fp16``: onnxruntime's float16 converter, float32 inputs and outputs kept.
 - ``dynamic``: ``quantize_dynamic`` (int8 weights, activations quantized at run time).
 - ``int8``: ``quant_pre_process`` (shape inference + graph optimisation), then
-  ``quantize_static`` in QDQ format with per-channel int8 weights and int8 activations
-  calibrated on the same samples as TFLite. Named layers can stay float (then the
-  pre-processing skips ORT's graph optimiser, which renames the nodes it fuses).
+  ``quantize_static`` in QDQ format with per-channel int8 weights, calibrated on the
+  same samples as TFLite. The activation type follows the target CPU
+  (:func:`activations_for`): uint8 on x86, where onnxruntime's integer GEMM kernels
+  take uint8 x int8 (U8S8; with int8 activations it falls back to slower paths), int8
+  on ARM, where its kernels take int8 x int8 (S8S8, onnxruntime's general QDQ
+  recommendation). The range of each activation comes from min/max, entropy or
+  percentile calibration. Named layers can stay float (then the pre-processing skips
+  ORT's graph optimiser, which renames the nodes it fuses).
 """
 
 from __future__ import annotations
@@ -20,7 +25,34 @@ import numpy as np
 
 from mobilectl.core.errors import UserError, nearest
 from mobilectl.core.tfenv import third_party_output
-from mobilectl.core.types import Layout
+from mobilectl.core.manifest import QuantRecipe
+from mobilectl.core.types import Activations, CalibrationMethod, Layout
+
+#: CPU architecture (an ABI or ``platform.machine()``) -> the activation type its
+#: onnxruntime integer kernels are fast with
+ARCH_ACTIVATIONS = {"x86_64": Activations.UINT8, "amd64": Activations.UINT8,
+                    "x86": Activations.UINT8, "i686": Activations.UINT8,
+                    "arm64-v8a": Activations.INT8, "aarch64": Activations.INT8,
+                    "arm64": Activations.INT8, "armeabi-v7a": Activations.INT8}
+
+
+def host_arch() -> str:
+    """This machine's CPU architecture, as ``platform.machine()`` names it."""
+    import platform  # stdlib; only the host needs it
+
+    return platform.machine().lower() or "unknown"
+
+
+def activations_for(arch: str) -> Activations:
+    """The activation type for ``arch`` (unknown architectures: int8, the portable
+    QDQ choice)."""
+    return ARCH_ACTIVATIONS.get(arch.lower(), Activations.INT8)
+
+
+def recipe(activations: Activations, method: CalibrationMethod, *, target: str) -> QuantRecipe:
+    """The manifest record of :func:`quantize_int8`'s settings."""
+    return QuantRecipe(activations=activations, weights="int8", per_channel=True,
+                       format="qdq", calibration_method=method, target=target)
 
 
 def to_nchw(x: np.ndarray) -> np.ndarray:
@@ -89,10 +121,15 @@ def _compute_upstream(proto: Any, names: set[str]) -> list[str]:
 
 
 def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: Layout = Layout.NHWC,
-                  keep_float: Sequence[str] = ()) -> Any:
-    """Static int8 quantization (QDQ, per-channel weights) after ORT's pre-processing."""
+                  keep_float: Sequence[str] = (), activations: Activations = Activations.UINT8,
+                  method: CalibrationMethod = CalibrationMethod.MINMAX) -> Any:
+    """Static quantization (QDQ, per-channel int8 weights, ``activations``, ranges by
+    ``method``) after ORT's pre-processing."""
     import onnx  # heavy: onnx/onnxruntime load only when a model is quantized
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod as OrtMethod, QuantFormat, QuantType, quant_pre_process,
+        quantize_static,
+    )
 
     rows = to_nchw(calibration) if layout == Layout.NCHW else calibration
     nodes_of_layers(proto, keep_float)  # a bad name fails before any work
@@ -108,8 +145,13 @@ def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: Layout = Layou
             exclude = nodes_of_layers(prepared, keep_float) if keep_float else None
             quantize_static(pre, dst, _Reader(rows, proto.graph.input[0].name),
                             quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=exclude)
+                            activation_type=QuantType.QUInt8
+                            if activations == Activations.UINT8 else QuantType.QInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                            calibrate_method={CalibrationMethod.MINMAX: OrtMethod.MinMax,
+                                              CalibrationMethod.ENTROPY: OrtMethod.Entropy,
+                                              CalibrationMethod.PERCENTILE: OrtMethod.Percentile
+                                              }[method])
         return onnx.load(dst)
 
 

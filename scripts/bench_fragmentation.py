@@ -135,12 +135,12 @@ def markdown(files: list[dict[str, Any]], rows: list[dict[str, Any]], s: dict[st
     return "\n".join(lines) + "\n"
 
 
-def splice(markdown_text: str, target: Path) -> None:
+def splice(markdown_text: str, target: Path, *, start: str = START, end: str = END) -> None:
     """Put the section into ``target`` between the markers (appended the first time)."""
     text = target.read_text() if target.exists() else ""
-    block = f"{START}\n{markdown_text}{END}\n"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END) + 1:]
+    block = f"{start}\n{markdown_text}{end}\n"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end) + 1:]
     else:
         text = text.rstrip("\n") + "\n\n" + block
     target.write_text(text)

@@ -137,8 +137,9 @@ def markdown(results: dict[str, Any], plots: Path) -> str:
         rho = "n/a" if c["rho"] is None else f"{c['rho']:.3f} (p={c['p_value']:.2g})"
         lines.append(f"- {name}: {rho} over {c['models']} models")
     lines += ["", f"![MACs vs latency]({plots}/latency_vs_macs.png)", ""]
-    fragmentation = Path(__file__).resolve().parent.parent / "bench" / "fragmentation.md"
-    if fragmentation.exists():  # scripts/bench_fragmentation.py's section, kept
-        lines += ["<!-- fragmentation -->", fragmentation.read_text().rstrip("\n"),
-                  "<!-- /fragmentation -->", ""]
+    for section in ("fragmentation", "onnx-int8"):  # other scripts' sections, kept
+        path = Path(__file__).resolve().parent.parent / "bench" / f"{section.replace('-', '_')}.md"
+        if path.exists():
+            lines += [f"<!-- {section} -->", path.read_text().rstrip("\n"),
+                      f"<!-- /{section} -->", ""]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from typing import Any
 
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import folder_lock, write_atomic
-from mobilectl.core.types import Format, IoType, Layout, Precision
+from mobilectl.core.types import Activations, CalibrationMethod, Format, IoType, Layout, Precision
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -83,6 +83,31 @@ class CalibrationInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationInfo:
         return cls(data["source"], data["kind"], int(data["samples"]), int(data["held_out"]))
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How an int8 artifact was quantized: activation and weight types, per-channel
+    weights, the format (``qdq`` for ONNX, ``tflite``), how activation ranges were
+    calibrated, and the target (CPU architecture) the recipe was chosen for."""
+
+    activations: Activations
+    weights: str = "int8"
+    per_channel: bool = True
+    format: str = "qdq"
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    target: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"activations": str(self.activations), "weights": self.weights,
+                "per_channel": self.per_channel, "format": self.format,
+                "calibration_method": str(self.calibration_method), "target": self.target}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantRecipe:
+        return cls(Activations(data["activations"]), data["weights"], bool(data["per_channel"]),
+                   data["format"], CalibrationMethod(data["calibration_method"]),
+                   data.get("target", ""))
 
 
 @dataclass(frozen=True)
@@ -153,6 +178,7 @@ class ManifestEntry:
     cache_key: str | None = None
     artifact: str | None = None
     build: str | None = None
+    quantization: QuantRecipe | None = None
 
     @property
     def label(self) -> str:
@@ -175,6 +201,7 @@ class ManifestEntry:
             "normalization": self.normalization.as_dict(), "keep_float": list(self.keep_float),
             "calibration": self.calibration.as_dict() if self.calibration else None,
             "verification": self.verification.as_dict(), "tools": dict(self.tools),
+            "quantization": self.quantization.as_dict() if self.quantization else None,
         }
         extra = {"cache_key": self.cache_key, "artifact": self.artifact, "build": self.build}
         return {**data, **{k: v for k, v in extra.items() if v is not None}}
@@ -183,6 +210,7 @@ class ManifestEntry:
     def from_dict(cls, data: Mapping[str, Any]) -> ManifestEntry:
         """Parse one entry; a KeyError/ValueError means a malformed manifest."""
         calibration = data.get("calibration")
+        recipe = data.get("quantization")
         return cls(
             path=data["path"], format=Format(data["format"]),
             precision=Precision(data["precision"]), sha256=data["sha256"],
@@ -197,7 +225,8 @@ class ManifestEntry:
             calibration=CalibrationInfo.from_dict(calibration) if calibration else None,
             verification=VerificationResult.from_dict(data["verification"]),
             tools=dict(data.get("tools", {})), cache_key=data.get("cache_key"),
-            artifact=data.get("artifact"), build=data.get("build"))
+            artifact=data.get("artifact"), build=data.get("build"),
+            quantization=QuantRecipe.from_dict(recipe) if recipe else None)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,23 @@ class Layout(StrEnum):
     NCHW = "nchw"
 
 
+class Activations(StrEnum):
+    """The integer type of an int8 ONNX model's activations (weights are always int8):
+    onnxruntime's fast x86 kernels take uint8 activations with int8 weights (U8S8);
+    ARM's take int8 with int8 (S8S8)."""
+
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
+class CalibrationMethod(StrEnum):
+    """How onnxruntime picks an activation's range from the calibration samples."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
 E = TypeVar("E", bound=StrEnum)
 
 
