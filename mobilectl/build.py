@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -85,6 +86,8 @@ class JobResult:
     error: str | None = None
     seconds: float = 0.0
     budget_checks: list[BudgetCheck] = dataclasses.field(default_factory=list)
+    worker: int | None = None  # pid of the fresh process that built it
+    peak_rss_mb: float | None = None  # that process's peak RSS
 
 
 def jobs_of(spec: BuildSpec, only: Sequence[str] = ()) -> list[Job]:
@@ -149,14 +152,32 @@ def _calib_hash(calib: str | None) -> str:
 
 # ---- one job -------------------------------------------------------------------------
 
+def reuse(job: Job, cache: Path, key: str) -> JobResult | None:
+    """The job's result from the cache slot ``key``, if it is there (no TensorFlow)."""
+    start = time.monotonic()
+    entries = _cached_entries(cache / key)
+    if entries is None:
+        return None
+    return JobResult(job, "reused", entries, seconds=time.monotonic() - start)
+
+
+def run_in_worker(job: Job, cache: Path, key: str) -> JobResult:
+    """:func:`run_job` in a worker process, with the worker's pid and peak RSS."""
+    import resource  # stdlib, Unix: the worker's own peak memory
+
+    result = run_job(job, cache, key)
+    result.worker = os.getpid()
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
 def run_job(job: Job, cache: Path, key: str) -> JobResult:
-    """Build one job into the cache slot ``key`` (or find it there). Runs in a worker
-    process."""
+    """Build one job into the cache slot ``key`` (or find it there)."""
     start = time.monotonic()
     slot = cache / key
-    entries = _cached_entries(slot)
-    if entries is not None:
-        return JobResult(job, "reused", entries, seconds=time.monotonic() - start)
+    reused = reuse(job, cache, key)
+    if reused is not None:
+        return reused
     staging = cache / f".{key}.{int(time.time() * 1e6)}.tmp"
     import_quietly()  # only a job that really exports pays for TensorFlow
     from exporter.pipeline import export  # heavy: imports TensorFlow/Keras
@@ -263,21 +284,27 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
 
 def _run_all(todo: list[Job], cache: Path, keys: dict[str, str], jobs: int,
              keep_going: bool, progress: Progress) -> Iterator[JobResult]:
-    if jobs <= 1:
-        for i, job in enumerate(todo, start=1):
-            progress(f"[{i}/{len(todo)}] {job.label}")
-            result = run_job(job, cache, keys[job.label])
-            yield result
-            if result.status == "failed" and not keep_going:
-                return
+    """Cached jobs are reused here; every other job is exported in a fresh worker
+    process of its own (``max_tasks_per_child=1``), so a build's peak memory is its
+    largest job's, not the sum of what TensorFlow keeps across conversions."""
+    pending = []
+    for job in todo:
+        reused = reuse(job, cache, keys[job.label])
+        if reused is None:
+            pending.append(job)
+        else:
+            yield reused
+    if not pending:
         return
     context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        progress(f"{len(todo)} jobs on {jobs} processes")
-        futures = [pool.submit(run_job, job, cache, keys[job.label]) for job in todo]
-        for future in futures:
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context,
+                             max_tasks_per_child=1) as pool:
+        progress(f"{len(pending)} job(s) to export, each in a fresh process, "
+                 f"{max(1, jobs)} at a time")
+        futures = [pool.submit(run_in_worker, job, cache, keys[job.label]) for job in pending]
+        for i, future in enumerate(futures, start=1):
             result = future.result()
-            progress(f"{result.job.label}: {result.status}")
+            progress(f"[{i}/{len(futures)}] {result.job.label}: {result.status}")
             yield result
             if result.status == "failed" and not keep_going:
                 for other in futures:

@@ -445,6 +445,8 @@ def build_cmd(
                         progress=progress)
     rows = [{"artifact": r.job.label, "status": r.status, "error": r.error,
              "seconds": round(r.seconds, 2), "files": [e.path for e in r.entries],
+             "worker": r.worker, "peak_rss_mb": None if r.peak_rss_mb is None
+             else round(r.peak_rss_mb, 1),
              "budgets": [c.as_dict() for c in r.budget_checks]} for r in results]
     if as_json:
         _print_json({"out": out_dir, "summary": str(Path(out_dir) / "summary.md"), "jobs": rows})

@@ -29,14 +29,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_common import log, measure, ms_cell, splice  # noqa: E402  (scripts/ helpers)
 
 MODELS = (("nasnet_mobile", {}), ("mobilenet_v2", {"width_multiplier": 1.4}))
 COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 START, END = "<!-- fragmentation -->", "<!-- /fragmentation -->"
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def export_all(work: Path) -> list[dict[str, Any]]:
@@ -76,15 +77,6 @@ def op_shape(path: Path) -> dict[str, Any]:
             "median_macs_per_compute_op": statistics.median(compute)}
 
 
-def measure(files: list[dict[str, Any]], *, repeats: int, runs: int) -> None:
-    from device_profiles import host
-
-    for r in range(repeats):
-        log(f"latency repetition {r + 1}/{repeats}")
-        for f in files:
-            for threads in (1, 2):
-                done = host.run_artifact(f["path"], threads=threads, runs=runs, warmup=3)
-                f.setdefault("ms", {}).setdefault(threads, []).append(done.latency.median_ms)
 
 
 def ratios(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -107,8 +99,6 @@ def ratios(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _ms(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def markdown(files: list[dict[str, Any]], rows: list[dict[str, Any]], s: dict[str, Any]) -> str:
@@ -123,7 +113,7 @@ def markdown(files: list[dict[str, Any]], rows: list[dict[str, Any]], s: dict[st
         shape = f["shape"]
         lines.append(f"| {f['model']} | {f['macs'] / 1e6:.0f}M | {shape['ops']} "
                      f"| {shape['compute_ops']} | {shape['median_macs_per_compute_op'] / 1e6:.2f}M "
-                     f"| {f['format']} | {f['precision']} | {_ms(f['ms'][1])} | {_ms(f['ms'][2])} |")
+                     f"| {f['format']} | {f['precision']} | {ms_cell(f['ms'][1])} | {ms_cell(f['ms'][2])} |")
     lines += ["", "NASNet / MobileNet V2 1.4 latency (ratio of medians; range of the "
               "per-repetition ratios):", "",
               "| format | precision | threads | NASNet ms | MobileNet V2 1.4 ms | ratio |",
@@ -135,15 +125,6 @@ def markdown(files: list[dict[str, Any]], rows: list[dict[str, Any]], s: dict[st
     return "\n".join(lines) + "\n"
 
 
-def splice(markdown_text: str, target: Path, *, start: str = START, end: str = END) -> None:
-    """Put the section into ``target`` between the markers (appended the first time)."""
-    text = target.read_text() if target.exists() else ""
-    block = f"{start}\n{markdown_text}{end}\n"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    target.write_text(text)
 
 
 def main() -> None:
@@ -162,7 +143,7 @@ def main() -> None:
     for f in files:  # an .onnx row shows its .tflite sibling's op shape
         f.setdefault("shape", next(g["shape"] for g in files if g["model"] == f["model"]
                                    and g["format"] == "tflite" and g["precision"] == f["precision"]))
-    measure(files, repeats=args.repeats, runs=args.runs)
+    measure(files, repeats=args.repeats, runs=args.runs, warmup=3)
     rows = ratios(files)
     settings = {"repeats": args.repeats, "runs": args.runs,
                 "wall_time_s": time.perf_counter() - started}
@@ -172,7 +153,7 @@ def main() -> None:
     (ROOT / "bench" / "fragmentation.json").write_text(json.dumps(
         {"settings": settings, "ratios": rows,
          "files": [{**f, "path": f["path"].name} for f in files]}, indent=2) + "\n")
-    splice(text, ROOT / "BENCHMARKS.md")
+    splice(text, ROOT / "BENCHMARKS.md", start=START, end=END)
     log(f"done in {settings['wall_time_s'] / 60:.1f} min")
 
 

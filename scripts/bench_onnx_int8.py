@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_fragmentation import log, splice  # noqa: E402  (scripts/ helpers)
+from bench_common import log, measure, ms_cell, splice  # noqa: E402  (scripts/ helpers)
 
 MODELS = (("mobilenet_v2", {}), ("shufflenet_v2", {}))
 VARIANTS = (("fp32", "fp32", None), ("int8 U8S8", "int8", "uint8"), ("int8 S8S8", "int8", "int8"))
@@ -54,15 +54,6 @@ def export_all(work: Path) -> list[dict[str, Any]]:
     return files
 
 
-def measure(files: list[dict[str, Any]], *, repeats: int, runs: int) -> None:
-    from device_profiles import host
-
-    for r in range(repeats):
-        log(f"latency repetition {r + 1}/{repeats}")
-        for f in files:
-            for threads in (1, 2):
-                done = host.run_artifact(f["path"], threads=threads, runs=runs, warmup=5)
-                f.setdefault("ms", {}).setdefault(threads, []).append(done.latency.median_ms)
 
 
 def accuracy(work: Path, epochs: int) -> dict[str, float]:
@@ -100,8 +91,6 @@ def accuracy(work: Path, epochs: int) -> dict[str, float]:
     return top1
 
 
-def _ms(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def markdown(files: list[dict[str, Any]], top1: dict[str, float], s: dict[str, Any]) -> str:
@@ -114,7 +103,7 @@ def markdown(files: list[dict[str, Any]], top1: dict[str, float], s: dict[str, A
     for f in files:
         fp32 = next(g for g in files if g["model"] == f["model"] and g["variant"] == "fp32")
         speedup = statistics.median(fp32["ms"][2]) / statistics.median(f["ms"][2])
-        lines.append(f"| {f['model']} | {f['variant']} | {_ms(f['ms'][1])} | {_ms(f['ms'][2])} "
+        lines.append(f"| {f['model']} | {f['variant']} | {ms_cell(f['ms'][1])} | {ms_cell(f['ms'][2])} "
                      f"| {speedup:.2f}x |")
     lines += ["", "Digits (MobileNet V1 0.25, 32x32, trained here; top-1 on the 397 test "
               "digits), int8 ONNX with uint8 activations:", "",
@@ -138,7 +127,7 @@ def main() -> None:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="mobilectl-onnx-int8-"))
     files = export_all(work)
-    measure(files, repeats=args.repeats, runs=args.runs)
+    measure(files, repeats=args.repeats, runs=args.runs, warmup=5)
     top1 = accuracy(work, args.epochs)
     settings = {"repeats": args.repeats, "runs": args.runs,
                 "wall_time_s": time.perf_counter() - started}

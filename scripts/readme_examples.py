@@ -44,7 +44,7 @@ def info_example() -> str:
         "$ mobilectl info mobilenet_v1 --width-multiplier 0.5 --json | jq .macs", str(macs),
         "$ mobilectl info mobilenet_v1 --width-multiplier 7",
         *[line for line in bad.stderr.splitlines() if line.startswith("error:")],
-        f"$ echo $?", str(bad.returncode)])
+        "$ echo $?", str(bad.returncode)])
 
 
 def digits_example() -> str:

@@ -213,3 +213,27 @@ def test_pyproject_tool_table(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, _, err = run(["build"], capsys)
     assert code == 2 and "unknown key 'tool.mobilectl.artifact[0].knobz'" in err
+
+
+def test_each_exported_job_runs_in_a_fresh_process(tmp_path: Path, capsys) -> None:
+    """Every job that really exports gets a worker process of its own, even with
+    --jobs 1 (the build's peak memory is its largest job's); reused jobs start none."""
+    import os
+
+    _spec(tmp_path, f"""
+[[artifact]]
+name = "a"
+model = "mobilenet_v1"
+knobs = {TINY}
+formats = ["tflite"]
+precisions = ["fp32", "fp16"]
+""")
+    code, data, err = _build(tmp_path, capsys)
+    assert code in (0, None), err
+    built = [job for job in data["jobs"] if job["status"] == "built"]
+    workers = [job["worker"] for job in built]
+    assert len(built) >= 2 and len(set(workers)) == len(workers) and os.getpid() not in workers
+    assert all(job["peak_rss_mb"] > 100 for job in built)  # TensorFlow was loaded there
+    code, data, err = _build(tmp_path, capsys)
+    assert {job["status"] for job in data["jobs"]} == {"reused"}
+    assert all(job["worker"] is None for job in data["jobs"])

@@ -1,0 +1,43 @@
+"""Helpers the focused benchmark scripts share: a log line, interleaved latency on the
+host, a median (range) cell, and putting a section into BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure(files: list[dict[str, Any]], *, repeats: int, runs: int, warmup: int) -> None:
+    """Interleaved: every repetition runs every file once at 1 and 2 threads, so drift
+    hits all; each file's ``ms[threads]`` collects one median per repetition."""
+    from device_profiles import host
+
+    for r in range(repeats):
+        log(f"latency repetition {r + 1}/{repeats}")
+        for f in files:
+            for threads in (1, 2):
+                done = host.run_artifact(f["path"], threads=threads, runs=runs, warmup=warmup)
+                f.setdefault("ms", {}).setdefault(threads, []).append(done.latency.median_ms)
+
+
+def ms_cell(values: list[float]) -> str:
+    """``median (min-max)`` of per-repetition medians, in ms."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def splice(markdown_text: str, target: Path, *, start: str, end: str) -> None:
+    """Put the section into ``target`` between the markers (appended the first time)."""
+    text = target.read_text() if target.exists() else ""
+    block = f"{start}\n{markdown_text}{end}\n"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    target.write_text(text)
