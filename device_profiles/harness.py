@@ -20,7 +20,7 @@ from typing import Any
 from device_profiles import host
 from device_profiles.adb import REMOTE_DIR as REMOTE
 from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost, server_args
-from device_profiles.inspect import precision_of
+from device_profiles.inspect import input_dims, precision_of
 from device_profiles.measurement import Latency, Measurement
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
 from device_profiles.profile import Profile, Roofline, Transport, all_profiles, load_profile
@@ -44,6 +44,7 @@ class Artifact:
     precision: Precision
     macs: int | None = None
     params: int | None = None
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # dynamic inputs, fixed
 
     @classmethod
     def of_entry(cls, path: Path, entry: ManifestEntry) -> Artifact:
@@ -71,6 +72,64 @@ class ProfileOptions:
     adb: str | None = None
     adb_server: str | None = None
     timeout_s: float | None = None
+    input_shapes: tuple[InputShape, ...] = ()
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """``--input-shape``: a shape for the input ``name`` (None: the only input)."""
+
+    name: str | None
+    shape: tuple[int, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> InputShape:
+        """``1,3,48,192`` or ``NAME:1,3,48,192``; positive integers only."""
+        name, _, dims = text.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or any(d <= 0 for d in shape):
+            raise UserError(f"--input-shape {text!r} is not allowed: positive integers "
+                            "separated by commas, batch first, optionally after NAME: "
+                            "(e.g. 1,3,224,224 or input:1,3,224,224)")
+        return cls(name or None, shape)
+
+    def text(self) -> str:
+        return (f"{self.name}:" if self.name else "") + ",".join(map(str, self.shape))
+
+
+def fix_inputs(artifact: Artifact, given: Sequence[InputShape]) -> Artifact:
+    """``artifact`` with a shape for each dynamic input, from ``given``; a UserError
+    names a dynamic input without one, an unknown input, a wrong rank or a clash with
+    a fixed dimension (checked before anything runs)."""
+    inputs = dict(input_dims(artifact.path, artifact.fmt))
+    chosen: dict[str, tuple[int, ...]] = {}
+    for shape in given:
+        name = shape.name or (next(iter(inputs)) if len(inputs) == 1 else None)
+        if name not in inputs:
+            raise UserError(f"--input-shape {shape.text()}: {artifact.path.name} has no input "
+                            f"{shape.name!r}" if shape.name else
+                            f"--input-shape {shape.text()}: {artifact.path.name} has "
+                            f"{len(inputs)} inputs; name one ({', '.join(inputs)})")
+        dims = inputs[name]
+        if len(dims) != len(shape.shape) or any(d is not None and d != s
+                                                for d, s in zip(dims, shape.shape)):
+            raise UserError(f"--input-shape {shape.text()} does not fit input '{name}' of "
+                            f"{artifact.path.name}: {_dims_text(dims)}")
+        chosen[name] = shape.shape
+    for name, dims in inputs.items():
+        if None in dims and name not in chosen:
+            raise UserError(f"{artifact.path.name}: input '{name}' has a dynamic shape "
+                            f"{_dims_text(dims)}; give --input-shape {name}:"
+                            + ",".join(str(d) if d else "N" for d in dims))
+    return dataclasses.replace(artifact, input_shapes=tuple(
+        (name, chosen[name]) for name, dims in inputs.items() if None in dims))
+
+
+def _dims_text(dims: Sequence[int | None]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
 @dataclass
@@ -128,13 +187,16 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
              progress: Progress) -> ProfileResult:
     """Measure on this machine; the roofline is measured in the same run."""
     threads, runs, warmup = _settings(profile, options)
+    for artifact in artifacts:  # before anything runs
+        host.check_shapes(artifact.path, artifact.input_shapes)
     progress("measure this machine's peak GMAC/s and memory bandwidth")
     roof = host_roofline()
     result = ProfileResult(device="host", summary={"roofline": dataclasses.asdict(roof)})
     for i, artifact in enumerate(artifacts):
         progress(f"[{i + 1}/{len(artifacts)}] {artifact.path.name} on host ({threads} threads)")
         try:
-            done = host.run_artifact(artifact.path, threads=threads, runs=runs, warmup=warmup)
+            done = host.run_artifact(artifact.path, threads=threads, runs=runs, warmup=warmup,
+                                     input_shapes=artifact.input_shapes)
         except host.BenchmarkFailed as exc:
             result.failures.append(f"{artifact.path.name}: {exc}")
             continue
@@ -241,7 +303,7 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
                 output = client.shell(device.serial, [
                     *pin, remote_bin, f"--graph={remote}", f"--num_threads={threads}",
                     f"--num_runs={runs}", f"--warmup_runs={warmup}",
-                    *DELEGATE_FLAGS[options.delegate]], timeout=timeout)
+                    *DELEGATE_FLAGS[options.delegate], *_input_flags(artifact)], timeout=timeout)
                 client.shell(device.serial, ["rm", "-f", remote])
                 parsed = parse_benchmark_output(output)
             except DeviceLost as exc:
@@ -269,6 +331,15 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
     finally:
         _cleanup(client, device.serial)
     return result
+
+
+def _input_flags(artifact: Artifact) -> list[str]:
+    """benchmark_model's flags for the shapes of dynamic inputs (none when static)."""
+    if not artifact.input_shapes:
+        return []
+    names = ",".join(name for name, _ in artifact.input_shapes)
+    shapes = ":".join(",".join(map(str, shape)) for _, shape in artifact.input_shapes)
+    return [f"--input_layer={names}", f"--input_layer_shape={shapes}"]
 
 
 def _cleanup(client: AdbClient, serial: str) -> None:
@@ -310,6 +381,7 @@ def measure(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
     """Measure ``artifacts`` on the profile's backend. Failures are collected, not
     raised, so the results of the artifacts that finished are kept."""
     check_options(profile, options)
+    artifacts = [fix_inputs(a, options.input_shapes) for a in artifacts]  # up front
     return BACKENDS[profile.transport](artifacts, profile, options, progress)
 
 

@@ -27,6 +27,7 @@ from mobilectl.core.errors import UserError
 from mobilectl.core.types import Format
 
 TIMEOUT_S = 900
+InputShapes = tuple[tuple[str, tuple[int, ...]], ...]  # (input name, shape) of dynamic inputs
 
 
 class BenchmarkFailed(Exception):
@@ -80,8 +81,11 @@ def _high_water_kb(pid: int) -> int:
     return 0
 
 
-def run_tflite(model: Path, *, threads: int, runs: int, warmup: int) -> BackendRun:
-    """LiteRT's benchmark tool on ``model``; its JSON has ms with two decimals."""
+def run_tflite(model: Path, *, threads: int, runs: int, warmup: int,
+               input_shapes: InputShapes = ()) -> BackendRun:
+    """LiteRT's benchmark tool on ``model``; its JSON has ms with two decimals. The tool
+    takes no input shapes: a .tflite with dynamic inputs is measured on an adb device."""
+    check_shapes(model, input_shapes)
     with tempfile.TemporaryDirectory(prefix="mobilectl-bench-") as tmp:
         result = Path(tmp) / "result.json"
         _, _, peak = _run([sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model",
@@ -97,11 +101,24 @@ def run_tflite(model: Path, *, threads: int, runs: int, warmup: int) -> BackendR
     return BackendRun(latency, lat.get("init_ms"), peak, "litert benchmark_litert_model")
 
 
-def run_onnx(model: Path, *, threads: int, runs: int, warmup: int) -> BackendRun:
-    """onnxruntime (CPU) in its own process on ``model``."""
+def check_shapes(model: Path, input_shapes: InputShapes) -> None:
+    """A .tflite with dynamic inputs cannot be measured here (a UserError saying where
+    it can); an .onnx can."""
+    if input_shapes and model.suffix == ".tflite":
+        raise UserError(f"{model.name}: LiteRT's benchmark tool on this machine cannot set "
+                        "the shape of a dynamic input; profile it on an adb device "
+                        "(benchmark_model --input_layer_shape), or export it with fixed shapes")
+
+
+def run_onnx(model: Path, *, threads: int, runs: int, warmup: int,
+             input_shapes: InputShapes = ()) -> BackendRun:
+    """onnxruntime (CPU) in its own process on ``model``, dynamic inputs at
+    ``input_shapes``."""
+    shapes = [arg for name, shape in input_shapes
+              for arg in ("--input-shape", f"{name}={','.join(map(str, shape))}")]
     stdout, _, peak = _run([sys.executable, "-m", "device_profiles.ort_bench", "--model",
                             str(model), "--threads", str(threads), "--runs", str(runs),
-                            "--warmup", str(warmup)])
+                            "--warmup", str(warmup), *shapes])
     data = json.loads(stdout)
     return BackendRun(Latency.from_samples(data["samples_ms"]), data["init_ms"], peak,
                       "onnxruntime CPU")
@@ -112,12 +129,13 @@ RUNNERS: dict[Format, Callable[..., BackendRun]] = {Format.TFLITE: run_tflite,
                                                     Format.ONNX: run_onnx}
 
 
-def run_artifact(path: Path, *, threads: int, runs: int, warmup: int) -> BackendRun:
-    """Run ``path`` with the runner of its format."""
+def run_artifact(path: Path, *, threads: int, runs: int, warmup: int,
+                 input_shapes: InputShapes = ()) -> BackendRun:
+    """Run ``path`` with the runner of its format (dynamic inputs at ``input_shapes``)."""
     runner = RUNNERS.get(path.suffix.lstrip("."))
     if runner is None:
         raise UserError(f"{path}: not a .tflite or .onnx file")
-    return runner(path, threads=threads, runs=runs, warmup=warmup)
+    return runner(path, threads=threads, runs=runs, warmup=warmup, input_shapes=input_shapes)
 
 
 def measure_roofline(*, seconds: float = 1.0) -> Roofline:

@@ -51,6 +51,28 @@ def _tflite_precision(path: Path) -> Precision:
     return Precision.FP32
 
 
+Dims = tuple[int | None, ...]
+
+
+def input_dims(path: Path, fmt: Format) -> list[tuple[str, Dims]]:
+    """Each graph input's name and shape, ``None`` for a dynamic dimension (an ONNX
+    ``dim_param``, a TFLite ``shape_signature`` of -1)."""
+    if fmt == Format.ONNX:
+        import onnx  # heavy: protobuf model loading
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        constants = {i.name for i in graph.initializer}
+        return [(v.name, tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
+                               else None for d in v.type.tensor_type.shape.dim))
+                for v in graph.input if v.name not in constants]
+    from ai_edge_litert.interpreter import Interpreter  # heavy: native runtime
+
+    with third_party_output():
+        details = Interpreter(model_path=str(path)).get_input_details()
+    return [(d["name"], tuple(None if s < 0 else int(s) for s in d["shape_signature"]))
+            for d in details]
+
+
 def _dtype(tensors: dict[int, dict[str, Any]], index: int) -> Any:
     return tensors[index]["dtype"] if index in tensors else None
 

@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=D,D,...",
+                        help="the shape of a dynamic input (repeatable)")
     args = parser.parse_args(argv)
+    given = {name: [int(d) for d in dims.split(",")]
+             for name, _, dims in (s.partition("=") for s in args.input_shape)}
 
     import onnxruntime as ort  # heavy: loaded after the arguments are checked
 
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     feeds = {}
     rng = np.random.default_rng(0)
     for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in arg.shape]
+        shape = given.get(arg.name) or [d if isinstance(d, int) else 1 for d in arg.shape]
         feeds[arg.name] = rng.uniform(-1, 1, shape).astype(DTYPES.get(arg.type, np.float32))
     for _ in range(args.warmup):
         session.run(None, feeds)

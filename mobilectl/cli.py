@@ -353,16 +353,20 @@ def profile_cmd(
     adb_server: Annotated[Optional[str], typer.Option("--adb-server", metavar="HOST:PORT",
                           help="Remote adb server (device farm).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds per benchmark run.")] = None,
+    input_shape: Annotated[Optional[list[str]], typer.Option(
+        "--input-shape", metavar="[NAME:]1,3,H,W",
+        help="Shape of a dynamic input (repeatable, NAME: for several inputs).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure latency on a device and report it next to MACs (rank correlation, plot)."""
-    from device_profiles.harness import ProfileOptions  # lazy: pulls numpy
+    from device_profiles.harness import InputShape, ProfileOptions  # lazy: pulls numpy
     from mobilectl.profiling import profile
 
     options = ProfileOptions(device=device, serials=tuple(serial or ()), threads=threads,
                              runs=runs, warmup=warmup, delegate=delegate,
                              out=Path(out_dir), benchmark_binary=binary, adb=adb,
-                             adb_server=adb_server, timeout_s=timeout)
+                             adb_server=adb_server, timeout_s=timeout,
+                             input_shapes=tuple(InputShape.parse(s) for s in input_shape or ()))
     _quiet_tensorflow()
     with stage_progress(err, f"profile on {device}") as progress:
         result = profile(targets or [], options, precision=precision, progress=progress)

@@ -29,6 +29,8 @@ def main() -> int:
     parser.add_argument("--warmup_runs", type=int, default=1)
     for flag in ("--use_xnnpack", "--use_gpu", "--use_nnapi"):
         parser.add_argument(flag, default="false")
+    parser.add_argument("--input_layer", default="")  # names, comma-separated
+    parser.add_argument("--input_layer_shape", default="")  # shapes, colon-separated
     args = parser.parse_args()
     print("INFO: STARTING!")
     print(f"INFO: Graph: [{args.graph}]")
@@ -43,6 +45,12 @@ def main() -> int:
 
     start = time.perf_counter()
     interpreter = Interpreter(model_path=args.graph, num_threads=args.num_threads)
+    if args.input_layer:  # as the C++ tool: resize the named inputs, then allocate
+        print(f"INFO: Input layers: [{args.input_layer}]")
+        print(f"INFO: Input shapes: [{args.input_layer_shape}]")
+        index = {d["name"]: d["index"] for d in interpreter.get_input_details()}
+        for name, shape in zip(args.input_layer.split(","), args.input_layer_shape.split(":")):
+            interpreter.resize_tensor_input(index[name], [int(d) for d in shape.split(",")])
     interpreter.allocate_tensors()
     init_us = (time.perf_counter() - start) * 1e6
     print(f"INFO: Loaded model {args.graph}")
