@@ -10,6 +10,7 @@ module's row of the exporter's format table.
 from __future__ import annotations
 
 import contextlib
+import zlib
 import heapq
 import json
 import re
@@ -41,7 +42,7 @@ def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.N
     # tf2onnx numbers the names it makes with a process-wide counter: restart it, so
     # the same model gives the same bytes in one process as in a fresh one.
     tf2onnx.utils.INTERNAL_NAME = 1
-    with third_party_output(), _transposes_past_scalar_adds():
+    with third_party_output(), _transposes_past_scalar_adds(), _nodes_hashed_by_name():
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset,
                                               inputs_as_nchw=nchw)
     return canonicalize(proto)
@@ -75,6 +76,25 @@ def _transposes_past_scalar_adds() -> Iterator[None]:
         yield
     finally:
         TransposeOptimizer._add_handler = original  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def _nodes_hashed_by_name() -> Iterator[None]:
+    """tf2onnx's graph nodes hashed by their name instead of their memory address.
+
+    Its transpose optimiser walks a ``set`` of nodes, so the order it rewrites parallel
+    branches in (and, where two rewrites compete, the graph it ends with) followed the
+    addresses of the node objects: NASNet's ONNX graph differed from run to run. Names
+    are deterministic (the name counter is reset before each conversion), so the walk
+    and the graph are too. Equality stays identity; the hash is restored afterwards."""
+    from tf2onnx.graph import Node  # heavy: tf2onnx
+
+    original = Node.__hash__
+    Node.__hash__ = lambda node: zlib.crc32(node.name.encode())  # noqa: ARG005
+    try:
+        yield
+    finally:
+        Node.__hash__ = original
 
 
 def embed_metadata(proto: Any, metadata: dict[str, str]) -> Any:

@@ -66,16 +66,43 @@ KNOBS = (
 )
 
 
+class SharedOps:
+    """Parameter-free ops (ReLU, pooling) made once per input and settings, named where
+    first needed. NASNet applies the same one several times to one state: a ReLU before
+    every separable op of ``h`` (and the next cell's ``adjust``), ``avg3x3(p)`` twice in
+    block 4 of a normal cell, ``max3x3(h)`` in blocks 2 and 5 of a reduction cell.
+    Computing each once is the same network with fewer ops, and leaves no identical ops
+    for an exporter to merge under a name it picks at random (tf2onnx does)."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[int, str, int], keras.KerasTensor] = {}
+
+    def relu(self, x: keras.KerasTensor, *, name: str) -> keras.KerasTensor:
+        return self._once(x, "relu", 1, lambda: layers.ReLU(name=name))
+
+    def pool(self, x: keras.KerasTensor, op: str, *, strides: int, name: str) -> keras.KerasTensor:
+        kind = layers.AveragePooling2D if op.startswith("avg") else layers.MaxPooling2D
+        return self._once(x, op, strides, lambda: kind(int(op[3]), strides=strides,
+                                                       padding="same", name=name))
+
+    def _once(self, x: keras.KerasTensor, op: str, strides: int, make) -> keras.KerasTensor:
+        key = (id(x), op, strides)
+        if key not in self._made:
+            self._made[key] = make()(x)
+        return self._made[key]
+
+
 def _bn(x: keras.KerasTensor, name: str) -> keras.KerasTensor:
     return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def separable(x: keras.KerasTensor, filters: int, kernel: int, *, strides: int,
-              name: str) -> keras.KerasTensor:
+              shared: SharedOps, name: str) -> keras.KerasTensor:
     """NASNet's separable operation: (ReLU, separable conv, BN) twice, the first
-    strided (``name.act1/.conv1/.bn1/.act2/.conv2/.bn2``)."""
+    strided (``name.act1/.conv1/.bn1/.act2/.conv2/.bn2``; ``act1`` is shared when
+    another op of the same input made it first)."""
     for i, stride in ((1, strides), (2, 1)):
-        x = layers.ReLU(name=f"{name}.act{i}")(x)
+        x = shared.relu(x, name=f"{name}.act{i}")
         x = layers.SeparableConv2D(filters, kernel, strides=stride, padding="same",
                                    use_bias=False, name=f"{name}.conv{i}")(x)
         x = _bn(x, f"{name}.bn{i}")
@@ -83,25 +110,24 @@ def separable(x: keras.KerasTensor, filters: int, kernel: int, *, strides: int,
 
 
 def operation(x: keras.KerasTensor, op: str, filters: int, *, strides: int,
-              name: str) -> keras.KerasTensor:
+              shared: SharedOps, name: str) -> keras.KerasTensor:
     """One block operation of the cell tables, named ``name.<op>``."""
     if op == "identity":
         return x
-    kind, size = op[:3], int(op[3])
-    if kind == "sep":
-        return separable(x, filters, size, strides=strides, name=f"{name}.{op}")
-    pool = layers.AveragePooling2D if kind == "avg" else layers.MaxPooling2D
-    return pool(size, strides=strides, padding="same", name=f"{name}.{op}")(x)
+    if op.startswith("sep"):
+        return separable(x, filters, int(op[3]), strides=strides, shared=shared,
+                         name=f"{name}.{op}")
+    return shared.pool(x, op, strides=strides, name=f"{name}.{op}")
 
 
 def adjust(p: keras.KerasTensor, h: keras.KerasTensor, filters: int, *,
-           name: str) -> keras.KerasTensor:
+           shared: SharedOps, name: str) -> keras.KerasTensor:
     """Bring the previous state ``p`` to ``h``'s size: a factorized reduction (two
     1x1 stride-2 convs, the second on the input shifted by one pixel, concatenated)
     when it is larger, a 1x1 conv when only its width differs (``name.adjust``)."""
     name = f"{name}.adjust"
     if p.shape[1] != h.shape[1]:
-        p = layers.ReLU(name=f"{name}.act")(p)
+        p = shared.relu(p, name=f"{name}.act")
         shifted = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}.pad")(p)
         shifted = layers.Cropping2D(((1, 0), (1, 0)), name=f"{name}.crop")(shifted)
         paths = [layers.Conv2D(filters // 2, 1, strides=2, use_bias=False,
@@ -109,26 +135,26 @@ def adjust(p: keras.KerasTensor, h: keras.KerasTensor, filters: int, *,
                  for i, x in enumerate((p, shifted), start=1)]
         return _bn(layers.Concatenate(name=f"{name}.concat")(paths), f"{name}.bn")
     if p.shape[-1] != filters:
-        p = layers.ReLU(name=f"{name}.act")(p)
+        p = shared.relu(p, name=f"{name}.act")
         p = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}.conv")(p)
         return _bn(p, f"{name}.bn")
     return p
 
 
 def cell(h: keras.KerasTensor, p: keras.KerasTensor | None, filters: int, *,
-         reduction: bool, name: str) -> keras.KerasTensor:
+         reduction: bool, shared: SharedOps, name: str) -> keras.KerasTensor:
     """A normal or reduction cell from its table; returns the concatenated output."""
     blocks, concat = (REDUCTION, REDUCTION_CONCAT) if reduction else (NORMAL, NORMAL_CONCAT)
     # The first stem cell has no previous state: its "p" is its raw input, unadjusted.
-    states = {"p": h if p is None else adjust(p, h, filters, name=name)}
-    x = layers.ReLU(name=f"{name}.input.act")(h)
+    states = {"p": h if p is None else adjust(p, h, filters, shared=shared, name=name)}
+    x = shared.relu(h, name=f"{name}.input.act")
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}.input.conv")(x)
     states["h"] = _bn(x, f"{name}.input.bn")
     for b, (left, left_in, right, right_in) in enumerate(blocks, start=1):
         pair = []
         for side, op, source in (("left", left, left_in), ("right", right, right_in)):
             strides = 2 if reduction and source in ("h", "p") else 1
-            pair.append(operation(states[source], op, filters, strides=strides,
+            pair.append(operation(states[source], op, filters, strides=strides, shared=shared,
                                   name=f"{name}.block{b}.{side}"))
         states[f"b{b}"] = layers.Add(name=f"{name}.block{b}.add")(pair)
     return layers.Concatenate(name=f"{name}.concat")([states[s] for s in concat])
@@ -147,19 +173,21 @@ def nasnet_mobile(*, cell_repeats: int, penultimate_filters: int, resolution: in
     inputs = image_input(resolution)
     x = layers.Conv2D(STEM_FILTERS, 3, strides=2, use_bias=False, name="stem.conv")(inputs)
     x = _bn(x, "stem.bn")
-    prev = None
+    prev, shared = None, SharedOps()
     for i, width in enumerate((filters // FILTER_MULTIPLIER ** 2, filters // FILTER_MULTIPLIER), 1):
-        x, prev = cell(x, prev, width, reduction=True, name=f"stem.reduce{i}"), x
+        x, prev = cell(x, prev, width, reduction=True, shared=shared, name=f"stem.reduce{i}"), x
     index = 0
     for stack in range(3):
         width = filters * FILTER_MULTIPLIER ** stack
         if stack:
             index += 1
-            x, prev = cell(x, prev, width, reduction=True, name=f"cell{index}.reduce"), x
+            x, prev = cell(x, prev, width, reduction=True, shared=shared,
+                           name=f"cell{index}.reduce"), x
         for _ in range(cell_repeats):
             index += 1
-            x, prev = cell(x, prev, width, reduction=False, name=f"cell{index}.normal"), x
-    x = layers.ReLU(name="head.act")(x)
+            x, prev = cell(x, prev, width, reduction=False, shared=shared,
+                           name=f"cell{index}.normal"), x
+    x = shared.relu(x, name="head.act")
     if include_top:
         x = classifier(x, num_classes=num_classes, dropout=dropout)
     return finish(inputs, x, name="nasnet_mobile")
