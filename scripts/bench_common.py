@@ -3,6 +3,7 @@ host, a median (range) cell, and putting a section into BENCHMARKS.md."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -41,3 +42,15 @@ def splice(markdown_text: str, target: Path, *, start: str, end: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block
     target.write_text(text)
+
+
+def publish(root: Path, name: str, text: str, data: dict[str, Any], files: list[dict[str, Any]],
+            *, start: str, end: str) -> None:
+    """Write ``bench/NAME.md`` and ``bench/NAME.json`` (files by name, not path) and put
+    the section into BENCHMARKS.md between ``start`` and ``end``."""
+    (root / "bench").mkdir(exist_ok=True)
+    (root / "bench" / f"{name}.md").write_text(text)
+    rows = [{**f, "path": f["path"].name} for f in files]
+    (root / "bench" / f"{name}.json").write_text(json.dumps({**data, "files": rows},
+                                                            indent=2) + "\n")
+    splice(text, root / "BENCHMARKS.md", start=start, end=end)

@@ -19,7 +19,6 @@ into BENCHMARKS.md between its fragmentation markers.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_common import log, measure, ms_cell, splice  # noqa: E402  (scripts/ helpers)
+from bench_common import log, measure, ms_cell, publish  # noqa: E402  (scripts/ helpers)
 
 MODELS = (("nasnet_mobile", {}), ("mobilenet_v2", {"width_multiplier": 1.4}))
 COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -125,8 +124,6 @@ def markdown(files: list[dict[str, Any]], rows: list[dict[str, Any]], s: dict[st
     return "\n".join(lines) + "\n"
 
 
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -148,12 +145,8 @@ def main() -> None:
     settings = {"repeats": args.repeats, "runs": args.runs,
                 "wall_time_s": time.perf_counter() - started}
     text = markdown(files, rows, settings)
-    (ROOT / "bench").mkdir(exist_ok=True)
-    (ROOT / "bench" / "fragmentation.md").write_text(text)
-    (ROOT / "bench" / "fragmentation.json").write_text(json.dumps(
-        {"settings": settings, "ratios": rows,
-         "files": [{**f, "path": f["path"].name} for f in files]}, indent=2) + "\n")
-    splice(text, ROOT / "BENCHMARKS.md", start=START, end=END)
+    publish(ROOT, "fragmentation", text, {"settings": settings, "ratios": rows}, files,
+            start=START, end=END)
     log(f"done in {settings['wall_time_s'] / 60:.1f} min")
 
 

@@ -16,7 +16,6 @@ BENCHMARKS.md between its onnx-int8 markers.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_common import log, measure, ms_cell, splice  # noqa: E402  (scripts/ helpers)
+from bench_common import log, measure, ms_cell, publish  # noqa: E402  (scripts/ helpers)
 
 MODELS = (("mobilenet_v2", {}), ("shufflenet_v2", {}))
 VARIANTS = (("fp32", "fp32", None), ("int8 U8S8", "int8", "uint8"), ("int8 S8S8", "int8", "int8"))
@@ -132,12 +131,8 @@ def main() -> None:
     settings = {"repeats": args.repeats, "runs": args.runs,
                 "wall_time_s": time.perf_counter() - started}
     text = markdown(files, top1, settings)
-    (ROOT / "bench").mkdir(exist_ok=True)
-    (ROOT / "bench" / "onnx_int8.md").write_text(text)
-    (ROOT / "bench" / "onnx_int8.json").write_text(json.dumps(
-        {"settings": settings, "accuracy_top1": top1,
-         "files": [{**f, "path": f["path"].name} for f in files]}, indent=2) + "\n")
-    splice(text, ROOT / "BENCHMARKS.md", start=START, end=END)
+    publish(ROOT, "onnx_int8", text, {"settings": settings, "accuracy_top1": top1}, files,
+            start=START, end=END)
     log(f"done in {settings['wall_time_s'] / 60:.1f} min")
 
 
