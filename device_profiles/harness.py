@@ -22,8 +22,10 @@ from device_profiles.adb import REMOTE_DIR as REMOTE
 from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost, server_args
 from device_profiles.inspect import input_dims, precision_of
 from device_profiles.measurement import Latency, Measurement
+from device_profiles.onnx_cost import dims_text
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
 from device_profiles.profile import Profile, Roofline, Transport, all_profiles, load_profile
+from mobilectl.core.cost import shape_from_text
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import sha256
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest
@@ -86,11 +88,8 @@ class InputShape:
     def parse(cls, text: str) -> InputShape:
         """``1,3,48,192`` or ``NAME:1,3,48,192``; positive integers only."""
         name, _, dims = text.rpartition(":")
-        try:
-            shape = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            shape = ()
-        if not shape or any(d <= 0 for d in shape):
+        shape = shape_from_text(dims)
+        if shape is None:
             raise UserError(f"--input-shape {text!r} is not allowed: positive integers "
                             "separated by commas, batch first, optionally after NAME: "
                             "(e.g. 1,3,224,224 or input:1,3,224,224)")
@@ -117,19 +116,15 @@ def fix_inputs(artifact: Artifact, given: Sequence[InputShape]) -> Artifact:
         if len(dims) != len(shape.shape) or any(d is not None and d != s
                                                 for d, s in zip(dims, shape.shape)):
             raise UserError(f"--input-shape {shape.text()} does not fit input '{name}' of "
-                            f"{artifact.path.name}: {_dims_text(dims)}")
+                            f"{artifact.path.name}: {dims_text(dims)}")
         chosen[name] = shape.shape
     for name, dims in inputs.items():
         if None in dims and name not in chosen:
             raise UserError(f"{artifact.path.name}: input '{name}' has a dynamic shape "
-                            f"{_dims_text(dims)}; give --input-shape {name}:"
+                            f"{dims_text(dims)}; give --input-shape {name}:"
                             + ",".join(str(d) if d else "N" for d in dims))
     return dataclasses.replace(artifact, input_shapes=tuple(
         (name, chosen[name]) for name, dims in inputs.items() if None in dims))
-
-
-def _dims_text(dims: Sequence[int | None]) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
 @dataclass

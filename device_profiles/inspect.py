@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from mobilectl.core.errors import UserError
+from device_profiles.onnx_cost import graph_dims, graph_inputs
+from mobilectl.core.errors import UserError, first_line
 from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Format, Precision
 
@@ -24,21 +25,35 @@ def precision_of(path: Path, fmt: Format) -> Precision:
     return _tflite_precision(path) if fmt == Format.TFLITE else _onnx_precision(path)
 
 
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:200] if lines else type(exc).__name__
-
-
-def _tflite_precision(path: Path) -> Precision:
+def tflite_runtime(path: Path) -> Any:
+    """A LiteRT interpreter of ``path`` (LiteRT verifies the whole flatbuffer), or a
+    UserError naming the file."""
     from ai_edge_litert.interpreter import Interpreter  # heavy: native runtime
 
     try:
         with third_party_output():
-            runtime = Interpreter(model_path=str(path))
-            ops = runtime._get_ops_details()  # noqa: SLF001
-            tensors = {t["index"]: t for t in runtime.get_tensor_details()}
+            return Interpreter(model_path=str(path))
     except Exception as exc:  # LiteRT raises ValueError/RuntimeError for broken files
-        raise UserError(f"{path}: not a valid .tflite model ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a valid .tflite model ({first_line(exc)})") from None
+
+
+def load_onnx(path: Path) -> Any:
+    """The ModelProto of a readable .onnx file with a graph, or a UserError naming it."""
+    import onnx  # heavy: protobuf model loading
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf DecodeError, IO errors
+        raise UserError(f"{path}: not a valid .onnx model ({first_line(exc)})") from None
+    if not model.graph.node:
+        raise UserError(f"{path}: not a valid .onnx model (its graph has no nodes)")
+    return model
+
+
+def _tflite_precision(path: Path) -> Precision:
+    runtime = tflite_runtime(path)
+    ops = runtime._get_ops_details()  # noqa: SLF001
+    tensors = {t["index"]: t for t in runtime.get_tensor_details()}
     compute = [op for op in ops if op["op_name"] in COMPUTE_OPS]
     outputs = [_dtype(tensors, i) for op in compute for i in op["outputs"]]
     weights = [_dtype(tensors, op["inputs"][1]) for op in compute if len(op["inputs"]) > 1]
@@ -58,19 +73,9 @@ def input_dims(path: Path, fmt: Format) -> list[tuple[str, Dims]]:
     """Each graph input's name and shape, ``None`` for a dynamic dimension (an ONNX
     ``dim_param``, a TFLite ``shape_signature`` of -1)."""
     if fmt == Format.ONNX:
-        import onnx  # heavy: protobuf model loading
-
-        graph = onnx.load(str(path), load_external_data=False).graph
-        constants = {i.name for i in graph.initializer}
-        return [(v.name, tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0
-                               else None for d in v.type.tensor_type.shape.dim))
-                for v in graph.input if v.name not in constants]
-    from ai_edge_litert.interpreter import Interpreter  # heavy: native runtime
-
-    with third_party_output():
-        details = Interpreter(model_path=str(path)).get_input_details()
+        return [(v.name, tuple(graph_dims(v))) for v in graph_inputs(load_onnx(path))]
     return [(d["name"], tuple(None if s < 0 else int(s) for s in d["shape_signature"]))
-            for d in details]
+            for d in tflite_runtime(path).get_input_details()]
 
 
 def _dtype(tensors: dict[int, dict[str, Any]], index: int) -> Any:
@@ -82,14 +87,9 @@ DYNAMIC_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
 
 
 def _onnx_precision(path: Path) -> Precision:
-    import onnx  # heavy: protobuf model loading
+    import onnx  # heavy: the TensorProto type codes
 
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, IO errors
-        raise UserError(f"{path}: not a valid .onnx model ({_first_line(exc)})") from None
-    if not model.graph.node:
-        raise UserError(f"{path}: not a valid .onnx model (its graph has no nodes)")
+    model = load_onnx(path)
     ops = {node.op_type for node in model.graph.node}
     if ops & DYNAMIC_OPS:
         return Precision.DYNAMIC

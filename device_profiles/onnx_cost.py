@@ -8,12 +8,11 @@ dimension needs a fixed ``input_shape``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
-from mobilectl.core.errors import UserError
+from mobilectl.core.errors import UserError, first_line
 
 #: TensorProto data type -> (name, bits) for the weight bytes by dtype.
 DTYPES = {1: ("float32", 32), 2: ("uint8", 8), 3: ("int8", 8), 5: ("int16", 16),
@@ -79,28 +78,21 @@ RULES: dict[str, tuple[Rule, Rule]] = {
 }
 
 
-def read(path: Path) -> Any:
-    """The ModelProto of a readable .onnx file, or a UserError saying what it is."""
-    import onnx  # heavy: protobuf model loading
-
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, IO errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{path}: not a valid .onnx model ({first})") from None
-    if not proto.graph.node:
-        raise UserError(f"{path}: not a valid .onnx model (its graph has no nodes)")
-    return proto
-
-
-def _inputs(proto: Any) -> list[Any]:
+def graph_inputs(proto: Any) -> list[Any]:
+    """The graph's inputs that are not initializers (the data a caller feeds)."""
     constants = {i.name for i in proto.graph.initializer}
     return [i for i in proto.graph.input if i.name not in constants]
 
 
-def _dims(value: Any) -> list[int | None]:
+def graph_dims(value: Any) -> list[int | None]:
+    """A value's dimensions, ``None`` where dynamic (a ``dim_param`` or no size)."""
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
             for d in value.type.tensor_type.shape.dim]
+
+
+def dims_text(dims: Sequence[int | None]) -> str:
+    """``(?, 224, 224, 3)``: dimensions as messages show them, ``?`` where dynamic."""
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
 def fix_input_shape(proto: Any, shape: tuple[int, ...] | None, *, name: str) -> None:
@@ -109,31 +101,27 @@ def fix_input_shape(proto: Any, shape: tuple[int, ...] | None, *, name: str) -> 
     Raises:
         UserError: a dynamic input without ``shape``, or a shape of the wrong rank.
     """
-    inputs = _inputs(proto)
+    inputs = graph_inputs(proto)
     if shape is None:
         for value in inputs:
-            if None in _dims(value):
+            if None in graph_dims(value):
                 raise UserError(f"{name}: input '{value.name}' has a dynamic shape "
-                                f"{_text(_dims(value))}; give --input-shape (e.g. "
-                                f"{_example(_dims(value))})")
+                                f"{dims_text(graph_dims(value))}; give --input-shape (e.g. "
+                                f"{_example(graph_dims(value))})")
         return
     if len(inputs) != 1:
         raise UserError(f"{name}: --input-shape sets one input; this graph has {len(inputs)}")
     dims = inputs[0].type.tensor_type.shape.dim
     if len(dims) != len(shape):
-        raise UserError(f"--input-shape {_text(list(shape))} has rank {len(shape)}; input "
+        raise UserError(f"--input-shape {dims_text(list(shape))} has rank {len(shape)}; input "
                         f"'{inputs[0].name}' of {name} has rank {len(dims)} "
-                        f"{_text(_dims(inputs[0]))}")
+                        f"{dims_text(graph_dims(inputs[0]))}")
     for dim, size in zip(dims, shape):
         if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
-            raise UserError(f"--input-shape {_text(list(shape))} does not fit input "
-                            f"'{inputs[0].name}' of {name}: {_text(_dims(inputs[0]))}")
+            raise UserError(f"--input-shape {dims_text(list(shape))} does not fit input "
+                            f"'{inputs[0].name}' of {name}: {dims_text(graph_dims(inputs[0]))}")
         dim.Clear()
         dim.dim_value = size
-
-
-def _text(dims: list[int | None]) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
 def _example(dims: list[int | None]) -> str:
@@ -147,12 +135,11 @@ def _shapes(proto: Any, name: str) -> dict[str, Shape]:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     except Exception as exc:  # onnx raises InferenceError for inconsistent graphs
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{name}: ONNX shape inference failed ({first})") from None
+        raise UserError(f"{name}: ONNX shape inference failed ({first_line(exc)})") from None
     graph = inferred.graph
     shapes = {i.name: tuple(int(d) for d in i.dims) for i in graph.initializer}
     for value in (*graph.input, *graph.value_info, *graph.output):
-        shapes.setdefault(value.name, tuple(d or 1 for d in _dims(value)))
+        shapes.setdefault(value.name, tuple(d or 1 for d in graph_dims(value)))
     return shapes
 
 
@@ -171,13 +158,13 @@ def analyze(proto: Any, *, name: str, input_shape: tuple[int, ...] | None = None
     params = sum(prod(i.dims) for i in proto.graph.initializer)
     steps = [Step(tuple(i for i in n.input if i and i not in constants), tuple(n.output))
              for n in proto.graph.node]
-    steps.insert(0, Step((), tuple(i.name for i in _inputs(proto))))
+    steps.insert(0, Step((), tuple(i.name for i in graph_inputs(proto))))
     sizes = {k: prod(v) for k, v in shapes.items() if k not in constants}
     return ModelCost(name=name, layers=tuple(rows), params=params, trainable_params=params,
                      peak_activation_elems=peak_live_elems(
                          steps, sizes, [o.name for o in proto.graph.output]),
                      weight_bytes=tuple(sorted(by_dtype.items())), source="onnx",
-                     input_shape=shapes.get(_inputs(proto)[0].name, ())[1:])
+                     input_shape=shapes.get(graph_inputs(proto)[0].name, ())[1:])
 
 
 def _node_cost(node: Any, shapes: dict[str, Shape], constants: set[str]) -> LayerCost:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
 from mobilectl.core.errors import UserError
-from mobilectl.core.tfenv import third_party_output
+from device_profiles.inspect import tflite_runtime
 
 #: TensorType enum value -> numpy dtype name (LiteRT's schema, the types models use).
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
@@ -119,18 +119,10 @@ def read(path: Path) -> bytes:
     """The bytes of a loadable .tflite file, or a UserError saying what it is."""
     from ai_edge_litert import schema_py_generated as schema  # heavy: generated schema
 
-    from ai_edge_litert.interpreter import Interpreter  # heavy: native runtime
-
     data = path.read_bytes()
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise UserError(f"{path}: not a .tflite model (no TFL3 flatbuffer identifier)")
-    try:
-        with third_party_output():
-            Interpreter(model_content=data)  # LiteRT verifies the whole flatbuffer
-    except Exception as exc:  # LiteRT raises ValueError/RuntimeError for broken files
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise UserError(f"{path}: not a valid .tflite model "
-                        f"({lines[0][:200] if lines else type(exc).__name__})") from None
+    tflite_runtime(path)  # LiteRT verifies the whole flatbuffer
     return data
 
 
@@ -164,13 +156,12 @@ def _op_cost(graph: _Graph, op, kind: str) -> LayerCost:
     out = graph.shapes[writes[0]] if writes else ()
     macs_rule, elementwise_rule = RULES.get(kind, (_free, _free))
     activations = [i for i in reads if not graph.constant[i]]
-    weights = [i for i in reads if graph.constant[i]]
+    weights = sum(prod(graph.shapes[i]) for i in reads if graph.constant[i])
     return LayerCost(
         name=graph.tensors[writes[0]].Name().decode() if writes else kind, kind=kind,
         output_shape=out[1:], macs=int(macs_rule(graph, op, ins, out)),
         elementwise=int(elementwise_rule(graph, op, ins, out)),
-        params=sum(prod(graph.shapes[i]) for i in weights),
-        trainable_params=sum(prod(graph.shapes[i]) for i in weights),
+        params=weights, trainable_params=weights,
         input_elems=sum(prod(graph.shapes[i]) for i in activations),
         output_elems=sum(prod(graph.shapes[i]) for i in writes), known=kind in RULES)
 

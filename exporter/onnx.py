@@ -10,10 +10,10 @@ module's row of the exporter's format table.
 from __future__ import annotations
 
 import contextlib
-import zlib
 import heapq
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from typing import Any
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from device_profiles import onnx_cost, tflite_cost
+from device_profiles.inspect import load_onnx
 from exporter.pipeline import load_keras_file
 from mobilectl.core.cost import ModelCost
 from mobilectl.core.errors import UserError
-from mobilectl.modelfile import SUFFIXES, check_file
+from mobilectl.modelfile import check_file
 from models_keras.analysis import analyze_model, with_input_shape
 from models_keras.registry import Knob, ModelSpec, get_model_spec, list_models
 
@@ -109,13 +110,13 @@ def _tflite_cost(path: Path, shape: tuple[int, ...] | None) -> ModelCost:
 
 
 def _onnx_cost(path: Path, shape: tuple[int, ...] | None) -> ModelCost:
-    return onnx_cost.analyze(onnx_cost.read(path), name=path.name, input_shape=shape)
+    return onnx_cost.analyze(load_onnx(path), name=path.name, input_shape=shape)
 
 
-#: file suffix (:data:`mobilectl.modelfile.SUFFIXES`) -> its reader
-#: ``(path, input_shape) -> ModelCost``
-FILE_READERS: dict[str, Callable[[Path, tuple[int, ...] | None], ModelCost]] = dict(
-    zip(SUFFIXES, (_keras_cost, _tflite_cost, _onnx_cost)))
+#: file suffix -> its reader ``(path, input_shape) -> ModelCost``; the suffixes are
+#: :data:`mobilectl.modelfile.SUFFIXES`, which the CLI checks without importing this
+FILE_READERS: dict[str, Callable[[Path, tuple[int, ...] | None], ModelCost]] = {
+    ".keras": _keras_cost, ".tflite": _tflite_cost, ".onnx": _onnx_cost}
 
 
 def file_info(target: str, *, per_layer: bool,

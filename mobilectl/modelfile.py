@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mobilectl.core.cost import shape_from_text
 from mobilectl.core.errors import UserError
 
 #: the model files ``mobilectl info`` reads, by suffix
@@ -39,11 +40,8 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     """``1,224,224,3`` -> ``(1, 224, 224, 3)``; positive integers only."""
     if text is None:
         return None
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
+    shape = shape_from_text(text.replace("x", ","))
+    if shape is None:
         raise UserError(f"--input-shape {text!r} is not allowed: positive integers separated "
                         "by commas, batch first (e.g. 1,224,224,3)")
     return shape

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import keras
 from keras import layers
@@ -181,11 +182,10 @@ def _node(layer: keras.Operation, graph: set[int] | None = None):
     return nodes[0]
 
 
-def layer_cost(layer: keras.Operation, *, strict: bool = True,
-               graph: set[int] | None = None) -> LayerCost:
-    """Cost of one layer (or Keras op) of a built functional model (``graph``: the
-    call nodes of the model it belongs to); an unknown type raises when ``strict``,
-    else gives a row marked ``known=False``."""
+def layer_cost(layer: keras.Operation, *, strict: bool = True, node: Any = None) -> LayerCost:
+    """Cost of one layer (or Keras op) of a built functional model (``node``: its call
+    in the model, found when not given); an unknown type raises when ``strict``, else
+    gives a row marked ``known=False``."""
     try:
         macs_rule, elementwise_rule = _rules_for(layer)
         known = True
@@ -193,7 +193,7 @@ def layer_cost(layer: keras.Operation, *, strict: bool = True,
         if strict:
             raise _unsupported(layer) from None
         macs_rule, elementwise_rule, known = _free, _free, False
-    node = _node(layer, graph)
+    node = node or _node(layer)
     ins = _shapes(node.input_tensors)
     outs = _shapes(node.output_tensors)
     out = outs[0] if outs else ()
@@ -229,13 +229,19 @@ def execution_order(model: keras.Model) -> list[keras.Operation]:
     return [ops[i] for i in order]
 
 
-def peak_activation_elems(model: keras.Model) -> int:
+def _walk(model: keras.Model) -> list[tuple[keras.Operation, Any]]:
+    """The model's ops in execution order, each with its call node in this graph."""
+    nodes = _graph_nodes(model)
+    return [(op, _node(op, nodes)) for op in execution_order(model)]
+
+
+def peak_activation_elems(model: keras.Model,
+                          walk: list[tuple[keras.Operation, Any]] | None = None) -> int:
     """Largest sum of live feature maps while running the layers in order (an upper
-    bound: no in-place reuse; see :func:`mobilectl.core.cost.peak_live_elems`)."""
+    bound: no in-place reuse; see :func:`mobilectl.core.cost.peak_live_elems`);
+    ``walk`` is :func:`_walk`'s result when the caller has it already."""
     steps, sizes = [], {}
-    graph = _graph_nodes(model)
-    for op in execution_order(model):
-        node = _node(op, graph)
+    for _, node in walk or _walk(model):
         writes = tuple(id(t) for t in keras.tree.flatten(node.output_tensors))
         steps.append(Step(tuple(id(t) for t in keras.tree.flatten(node.input_tensors)), writes))
         for tensor in keras.tree.flatten(node.output_tensors):
@@ -243,18 +249,17 @@ def peak_activation_elems(model: keras.Model) -> int:
     return peak_live_elems(steps, sizes, [id(t) for t in keras.tree.flatten(model.outputs)])
 
 
-def _costs(model: keras.Model, *, strict: bool, prefix: str) -> list[LayerCost]:
+def _costs(walk: list[tuple[keras.Operation, Any]], *, strict: bool,
+           prefix: str) -> list[LayerCost]:
     """Rows in execution order; a nested model (called once) contributes its own
     layers, named ``outer/inner``, and its input layer is skipped."""
     rows: list[LayerCost] = []
-    graph = _graph_nodes(model)
-    for op in execution_order(model):
+    for op, node in walk:
         if isinstance(op, keras.Model):
-            _node(op, graph)
-            inner = _costs(op, strict=strict, prefix=f"{prefix}{op.name}/")
+            inner = _costs(_walk(op), strict=strict, prefix=f"{prefix}{op.name}/")
             rows.extend(r for r in inner if r.kind != "InputLayer")
         else:
-            row = layer_cost(op, strict=strict, graph=graph)
+            row = layer_cost(op, strict=strict, node=node)
             rows.append(replace(row, name=prefix + row.name) if prefix else row)
     return rows
 
@@ -288,10 +293,11 @@ def analyze_model(model: keras.Model, *, strict: bool = True) -> ModelCost:
         UnsupportedLayerError: an unknown layer (``strict``), named in the message.
     """
     _check_static(model)
-    costs = tuple(_costs(model, strict=strict, prefix=""))
+    walk = _walk(model)
+    costs = tuple(_costs(walk, strict=strict, prefix=""))
     return ModelCost(
         name=model.name, layers=costs, params=sum(c.params for c in costs),
         trainable_params=sum(c.trainable_params for c in costs),
-        peak_activation_elems=peak_activation_elems(model),
+        peak_activation_elems=peak_activation_elems(model, walk),
         input_shape=tuple(int(d) for d in keras.tree.flatten(model.inputs)[0].shape[1:]),
     )

@@ -130,3 +130,10 @@ def test_keras_applications_file_with_dynamic_input(tmp_path: Path,
     assert "unknown dimensions; give a fixed input shape (--input-shape" in line
     info = _info([str(dynamic), "--input-shape", "1,224,224,3"], capsys)
     assert abs(info["macs"] / 56.5e6 - 1) < 0.01 and not info["macs_lower_bound"]
+
+
+def test_every_readable_suffix_has_a_reader() -> None:
+    from mobilectl.info import FILE_READERS
+    from mobilectl.modelfile import SUFFIXES
+
+    assert sorted(FILE_READERS) == sorted(SUFFIXES)

@@ -1,6 +1,6 @@
 """The FLOPs proxy's results, whatever graph they were read from: a Keras model
 (:mod:`models_keras.analysis`), a TFLite flatbuffer or an ONNX graph
-(:mod:`device_profiles.graph_cost`).
+(:mod:`device_profiles.tflite_cost`, :mod:`device_profiles.onnx_cost`).
 
 MACs are counted as the papers count them: the multiply-accumulates of convolutions
 (grouped, depthwise, separable) and dense layers, one per weight use. Element-wise work
@@ -23,6 +23,16 @@ Shape = tuple[int, ...]
 def prod(shape: Iterable[int | None]) -> int:
     """Elements of a shape (unknown dimensions count as 1; a scalar's ``()`` is 1)."""
     return math.prod(1 if d is None else int(d) for d in shape)
+
+
+def shape_from_text(text: str) -> Shape | None:
+    """``"1,224,224,3"`` -> ``(1, 224, 224, 3)``; None unless every part is a positive
+    integer (the ``--input-shape`` flags say what is allowed)."""
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        return None
+    return shape if shape and all(d > 0 for d in shape) else None
 
 
 @dataclass(frozen=True)

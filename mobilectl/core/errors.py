@@ -21,5 +21,12 @@ def nearest(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (at most 200 characters), or
+    its type's name: how a third-party error is quoted in a one-line UserError."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
+
+
 class VerificationFailed(Exception):
     """An artifact is below a verification threshold (exit code 1, not bad input)."""
