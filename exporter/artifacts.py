@@ -2,7 +2,7 @@
 
 Every option that changes an artifact's bytes is in its name, so two exports that
 differ never share a file: the architecture knobs (the variant, e.g. ``w0.5-r160``),
-the ONNX input layout (``nchw``), the int8 TFLite I/O type (``ioint8``), the layers
+the ONNX input layout when not the default NCHW (``nhwc``), the int8 TFLite I/O type (``ioint8``), the layers
 kept in float (``kf`` and a short hash of their names), a calibration sample count
 other than the default (``c16``), a seed other than 0 (``seed3``), and for int8 ONNX
 int8 activations instead of uint8 (``aint8``) and a calibration method other than
@@ -26,8 +26,8 @@ from mobilectl.core.types import Activations, CalibrationMethod, IoType, Layout,
 def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
     """The name parts of the options that change ``row``'s bytes (none at defaults)."""
     tags = []
-    if row.layout(options) != Layout.NHWC:
-        tags.append(str(row.layout(options)))
+    if "layout" in row.accepts and options.layout != Layout.NCHW:
+        tags.append(str(options.layout))
     if row.io_type(options) != IoType.FLOAT:
         tags.append(f"io{row.io_type(options)}")
     if options.keep_float:

@@ -13,7 +13,7 @@ FORMATS: dict[Format, ExportFormat] = {row.name: row for row in (tflite.FORMAT, 
 
 #: option -> (its flag, its default): an option away from its default needs a format
 #: that accepts it.
-_OPTION_FLAGS = {"io_type": ("--io", IoType.FLOAT), "layout": ("--layout", Layout.NHWC),
+_OPTION_FLAGS = {"io_type": ("--io", IoType.FLOAT), "layout": ("--layout", Layout.NCHW),
                  "calib_method": ("--calib-method", CalibrationMethod.MINMAX)}
 
 

@@ -1,8 +1,10 @@
 """The ONNX format: Keras -> ONNX with tf2onnx (explicit batch-1 input signature,
 opset 17), run and inspected with onnxruntime, metadata in ``metadata_props``.
 
-``layout="nchw"`` makes the input NCHW (``inputs_as_nchw``): tf2onnx's transpose
-optimizer then cancels the NHWC<->NCHW transposes, since ONNX convs are NCHW already.
+``layout="nchw"`` makes the input NCHW (``inputs_as_nchw``), as ONNX convs are; the
+lean-graph passes (:mod:`exporter.onnx_lean`) then remove what tf2onnx leaves of the
+Keras graph's NHWC layout, and :mod:`exporter.onnx_mobile` records how the artifact
+would run with onnxruntime's mobile EPs.
 fp16, dynamic and int8 come from :mod:`quant.onnx_quant`; :data:`FORMAT` is this
 module's row of the exporter's format table.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from exporter import onnx_lean, onnx_mobile
 from exporter.options import ExportFormat, ExportOptions, Progress
 from mobilectl.core.manifest import QuantRecipe, TensorInfo, TensorIO
 from mobilectl.core.tfenv import third_party_output
@@ -45,6 +48,7 @@ def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.N
     with third_party_output(), _transposes_past_scalar_adds(), _nodes_hashed_by_name():
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset,
                                               inputs_as_nchw=nchw)
+    onnx_lean.lean(canonicalize(proto))  # from canonical names and order: deterministic
     return canonicalize(proto)
 
 
@@ -269,4 +273,5 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
 
 FORMAT = ExportFormat(name=Format.ONNX, title="ONNX",
                       accepts=frozenset({"layout", "keep_float", "activations", "calib_method"}),
-                      convert=_convert_artifact, run=run, io_details=io_details, recipe=recipe)
+                      convert=_convert_artifact, run=run, io_details=io_details, recipe=recipe,
+                      mobile=onnx_mobile.usability)

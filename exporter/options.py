@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from mobilectl.core.errors import UserError
-from mobilectl.core.manifest import QuantRecipe, TensorIO
+from mobilectl.core.manifest import MobileVerdict, QuantRecipe, TensorIO
 from mobilectl.core.types import (
     Activations, CalibrationMethod, Format, IoType, Layout, Precision, parse,
 )
@@ -59,7 +59,7 @@ class ExportOptions:
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     held_out: int = 32
     io_type: IoType = IoType.FLOAT
-    layout: Layout = Layout.NHWC
+    layout: Layout = Layout.NCHW  # ONNX only (TFLite inputs are NHWC)
     keep_float: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -131,6 +131,8 @@ class ExportFormat:
         io_details: the artifact's input and output tensors.
         recipe: ``(options) -> QuantRecipe | None``: how an int8 artifact of this
             format is quantized (for the manifest).
+        mobile: ``(data) -> verdicts``: how the artifact would run with mobile
+            execution providers, where the format has a checker (for the manifest).
     """
 
     name: Format
@@ -140,6 +142,7 @@ class ExportFormat:
     run: Callable[..., np.ndarray]
     io_details: Callable[[bytes], TensorIO]
     recipe: Callable[[ExportOptions], QuantRecipe | None] = lambda options: None
+    mobile: Callable[[bytes], tuple[MobileVerdict, ...]] = lambda data: ()
 
     def layout(self, options: ExportOptions) -> Layout:
         return options.layout if "layout" in self.accepts else Layout.NHWC

@@ -257,7 +257,7 @@ def manifest_entry(candidate: Candidate, source: SourceModel, calib: Calibration
         normalization=source.normalization, keep_float=options.keep_float,
         calibration=calib.describe() if candidate.precision == Precision.INT8 else None,
         verification=check.result(int(len(calib.held_out))), tools=tool_versions(),
-        quantization=row.recipe(options))
+        quantization=row.recipe(options), mobile=row.mobile(candidate.data))
 
 
 def write(out: Path, written: list[tuple[Candidate, ManifestEntry]]) -> None:

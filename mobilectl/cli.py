@@ -232,7 +232,7 @@ def export_cmd(
                            "activations: uint8 (x86) or int8 (ARM); default from --device.")] = None,
     calib_method: Annotated[str, typer.Option("--calib-method", help="int8 ONNX ranges: minmax, "
                             "entropy, percentile.")] = "minmax",
-    layout: Annotated[str, typer.Option("--layout", help="ONNX input layout: nhwc, nchw.")] = "nhwc",
+    layout: Annotated[str, typer.Option("--layout", help="ONNX input layout: nchw, nhwc.")] = "nchw",
     keep_float: Annotated[Optional[list[str]], typer.Option("--keep-float", metavar="LAYER",
                           help="Leave this layer in float (repeatable).")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Labels file, one per line.")] = None,

@@ -193,7 +193,7 @@ def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> Expo
         calib=str(_path(base, calib, src, f"{prefix}calib")) if calib else None,
         calib_samples=get("calib_samples", int, 64),
         io_type=_each([get("io", str, "float")], IoType, src, f"{prefix}io")[0],
-        layout=_each([get("layout", str, "nhwc")], Layout, src, f"{prefix}layout")[0],
+        layout=_each([get("layout", str, "nchw")], Layout, src, f"{prefix}layout")[0],
         keep_float=tuple(get("keep_float", list, [])),
         labels=_labels(_path(base, labels, src, f"{prefix}labels")) if labels else (),
         thresholds=_thresholds(get("thresholds", dict, {}), src, f"{prefix}thresholds."),

@@ -73,7 +73,7 @@ def _cases(f: dict[str, str], root: Path) -> list[tuple[list[str], str]]:
         (["export", "mobilenet_v1", "--format", ","], "--format is empty"),
         (["export", "mobilenet_v1", "--int8", "--io", "int4"], "--io 'int4'"),
         (["export", "mobilenet_v1", "--io", "int8"], "--io int8 needs --int8"),
-        (["export", "mobilenet_v1", "--layout", "nchw", "--format", "tflite"], "--layout nchw"),
+        (["export", "mobilenet_v1", "--layout", "nhwc", "--format", "tflite"], "--layout nhwc"),
         (["export", "mobilenet_v1", "--layout", "chwn"], "--layout 'chwn'"),
         (["export", "mobilenet_v1", "--keep-float", "stem.conv"], "--keep-float needs --int8"),
         (["export", "mobilenet_v1", "--int8", "--io", "uint8", "--keep-float", "stem.conv"],
@@ -131,8 +131,8 @@ def _cases(f: dict[str, str], root: Path) -> list[tuple[list[str], str]]:
         (["build", spec("same", art + 'output = "app"\n[[artifact]]\nname = "b"\n'
                                        'model = "squeezenet1_1"\noutput = "app"\n')],
          "artifacts a/fp32 and b/fp32 would both write app_fp32.tflite"),
-        (["build", spec("layout", art + 'layout = "nchw"\nformats = ["tflite"]\n')],
-         "layout nchw applies to ONNX"),
+        (["build", spec("layout", art + 'layout = "nhwc"\nformats = ["tflite"]\n')],
+         "layout nhwc applies to ONNX"),
         (["build", spec("only", art), "--only", "zzz"], "--only zzz"),
         (["build", spec("jobs", art), "--jobs", "0"], "0"),
     ]

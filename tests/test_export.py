@@ -113,12 +113,27 @@ def test_same_inputs_give_byte_identical_artifacts(digits_model: dict, tmp_path:
             tmp_path / "b" / entry["path"]).read_bytes()
 
 
-def test_nchw_onnx_has_no_transpose_chain(digits_model: dict, tmp_path: Path) -> None:
-    entries = _export(digits_model, tmp_path, formats=("onnx",), layout="nchw")
-    assert entries[0]["path"] == "mobilenet_v1-w0.25-r32-nchw_fp32.onnx"
-    assert entries[0]["inputs"][0]["shape"] == [1, 3, 32, 32]
+def test_onnx_is_nchw_by_default_without_transposes(digits_model: dict, tmp_path: Path) -> None:
+    entries = _export(digits_model, tmp_path, formats=("onnx",))
+    assert entries[0]["path"] == "mobilenet_v1-w0.25-r32_fp32.onnx"
+    assert entries[0]["layout"] == "nchw" and entries[0]["inputs"][0]["shape"] == [1, 3, 32, 32]
     proto = _load_onnx(tmp_path / entries[0]["path"])
     assert not [n for n in proto.graph.node if n.op_type == "Transpose"]
+    assert entries[0]["verification"]["passed"]
+    # onnxruntime's mobile usability checker, per EP, in the manifest
+    mobile = {v["ep"]: v for v in entries[0]["mobile"]}
+    assert set(mobile) == {"nnapi", "coreml-neuralnetwork", "coreml-mlprogram"}
+    assert all(v["partitions"] == 1 and v["fit"] == "yes" for v in mobile.values())
+    assert mobile["nnapi"]["nodes"] == len(proto.graph.node)
+
+
+def test_nhwc_onnx_is_named_and_has_one_input_transpose(digits_model: dict,
+                                                        tmp_path: Path) -> None:
+    entries = _export(digits_model, tmp_path, formats=("onnx",), layout="nhwc")
+    assert entries[0]["path"] == "mobilenet_v1-w0.25-r32-nhwc_fp32.onnx"
+    assert entries[0]["inputs"][0]["shape"] == [1, 32, 32, 3]
+    proto = _load_onnx(tmp_path / entries[0]["path"])
+    assert [n.op_type for n in proto.graph.node].count("Transpose") == 1
     assert entries[0]["verification"]["passed"]
 
 
@@ -187,7 +202,7 @@ def test_options_are_checked_before_any_work(tmp_path: Path) -> None:
 
     bad = [
         (dict(io_type="int8"), "--io int8 needs --int8"),
-        (dict(precision="int8", layout="nchw", formats=("tflite",)), "--layout nchw applies to ONNX"),
+        (dict(precision="int8", layout="nhwc", formats=("tflite",)), "--layout nhwc applies to ONNX"),
         (dict(formats=("tflite", "coreml")), "--format 'coreml' is not allowed"),
         (dict(keep_float=("stem.conv",)), "--keep-float needs --int8"),
     ]

@@ -17,7 +17,9 @@ from typing import Any
 
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import folder_lock, write_atomic
-from mobilectl.core.types import Activations, CalibrationMethod, Format, IoType, Layout, Precision
+from mobilectl.core.types import (
+    Activations, CalibrationMethod, EpFit, Format, IoType, Layout, MobileEp, Precision,
+)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -111,6 +113,32 @@ class QuantRecipe:
 
 
 @dataclass(frozen=True)
+class MobileVerdict:
+    """onnxruntime's usability checker on one ONNX artifact for one mobile EP: how many
+    partitions the graph splits into, how many of its nodes the EP takes, its verdict."""
+
+    ep: MobileEp
+    partitions: int
+    supported_nodes: int
+    nodes: int
+    fit: EpFit
+
+    @property
+    def unsupported_nodes(self) -> int:
+        return self.nodes - self.supported_nodes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ep": str(self.ep), "partitions": self.partitions,
+                "supported_nodes": self.supported_nodes, "nodes": self.nodes,
+                "fit": str(self.fit)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MobileVerdict:
+        return cls(MobileEp(data["ep"]), int(data["partitions"]), int(data["supported_nodes"]),
+                   int(data["nodes"]), EpFit(data["fit"]))
+
+
+@dataclass(frozen=True)
 class VerificationResult:
     """How an artifact compared with the Keras float model on held-out inputs."""
 
@@ -179,6 +207,7 @@ class ManifestEntry:
     artifact: str | None = None
     build: str | None = None
     quantization: QuantRecipe | None = None
+    mobile: tuple[MobileVerdict, ...] = ()  # ONNX: onnxruntime's mobile usability checker
 
     @property
     def label(self) -> str:
@@ -202,6 +231,7 @@ class ManifestEntry:
             "calibration": self.calibration.as_dict() if self.calibration else None,
             "verification": self.verification.as_dict(), "tools": dict(self.tools),
             "quantization": self.quantization.as_dict() if self.quantization else None,
+            "mobile": [v.as_dict() for v in self.mobile],
         }
         extra = {"cache_key": self.cache_key, "artifact": self.artifact, "build": self.build}
         return {**data, **{k: v for k, v in extra.items() if v is not None}}
@@ -226,7 +256,8 @@ class ManifestEntry:
             verification=VerificationResult.from_dict(data["verification"]),
             tools=dict(data.get("tools", {})), cache_key=data.get("cache_key"),
             artifact=data.get("artifact"), build=data.get("build"),
-            quantization=QuantRecipe.from_dict(recipe) if recipe else None)
+            quantization=QuantRecipe.from_dict(recipe) if recipe else None,
+            mobile=tuple(MobileVerdict.from_dict(v) for v in data.get("mobile", ())))
 
 
 @dataclass(frozen=True)

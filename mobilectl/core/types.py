@@ -59,6 +59,23 @@ class Activations(StrEnum):
     INT8 = "int8"
 
 
+class MobileEp(StrEnum):
+    """An onnxruntime mobile execution provider that onnxruntime's usability checker
+    (``onnxruntime.tools.check_onnx_model_mobile_usability``) estimates partitions for."""
+
+    NNAPI = "nnapi"
+    COREML_NEURALNETWORK = "coreml-neuralnetwork"
+    COREML_MLPROGRAM = "coreml-mlprogram"
+
+
+class EpFit(StrEnum):
+    """The checker's verdict: whether the model should run well with that EP."""
+
+    YES = "yes"
+    MAYBE = "maybe"
+    NO = "no"
+
+
 class CalibrationMethod(StrEnum):
     """How onnxruntime picks an activation's range from the calibration samples."""
 
