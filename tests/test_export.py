@@ -43,7 +43,8 @@ def test_every_precision_both_formats_verified(digits_model: dict, tmp_path: Pat
         check = entry["verification"]
         assert check["passed"] and check["enforced"], check
         assert entry["macs"] > 0 and entry["tools"]["tensorflow"] != "not installed"
-        assert entry["inputs"][0]["shape"] == [1, 32, 32, 3]
+        nchw = entry["format"] == "onnx"  # ONNX is NCHW by default, TFLite always NHWC
+        assert entry["inputs"][0]["shape"] == ([1, 3, 32, 32] if nchw else [1, 32, 32, 3])
     quantized = precision in ("dynamic", "int8")
     for entry in entries:
         metrics = entry["verification"]["metrics"]
