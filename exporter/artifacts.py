@@ -2,11 +2,13 @@
 
 Every option that changes an artifact's bytes is in its name, so two exports that
 differ never share a file: the architecture knobs (the variant, e.g. ``w0.5-r160``),
-the ONNX input layout when not the default NCHW (``nhwc``), the int8 TFLite I/O type (``ioint8``), the layers
+the ONNX input layout when not the default NCHW (``nhwc``), hard-swish left as
+Add/Clip/Mul in ONNX (``hsplain``, the choice for ARM targets), the int8 TFLite I/O type (``ioint8``), the layers
 kept in float (``kf`` and a short hash of their names), a calibration sample count
 other than the default (``c16``), a seed other than 0 (``seed3``), and for int8 ONNX
 int8 activations instead of uint8 (``aint8``) and a calibration method other than
-min/max (``entropy``, ``percentile``). Names are
+min/max (``entropy``, ``percentile``), the QOperator format (``qoperator``) and
+symmetric activations (``sym``). Names are
 always plain file names inside the output folder. (Writing, hashing and the manifest
 are shared contracts: :mod:`mobilectl.core.files`, :mod:`mobilectl.core.manifest`.)
 """
@@ -20,7 +22,9 @@ from pathlib import Path
 from exporter.options import DEFAULT_CALIB_SAMPLES, ExportFormat, ExportOptions
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import is_safe_name
-from mobilectl.core.types import Activations, CalibrationMethod, IoType, Layout, Precision
+from mobilectl.core.types import (
+    Activations, CalibrationMethod, IoType, Layout, Precision, QuantFormat,
+)
 
 
 def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
@@ -28,6 +32,8 @@ def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
     tags = []
     if "layout" in row.accepts and options.layout != Layout.NCHW:
         tags.append(str(options.layout))
+    if "fuse_hard_activations" in row.accepts and not options.fuse_hard_activations:
+        tags.append("hsplain")
     if row.io_type(options) != IoType.FLOAT:
         tags.append(f"io{row.io_type(options)}")
     if options.keep_float:
@@ -42,6 +48,10 @@ def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
             tags.append(f"a{options.activations}")
         if options.calib_method != CalibrationMethod.MINMAX:
             tags.append(str(options.calib_method))
+        if options.quant_format != QuantFormat.QDQ:
+            tags.append(str(options.quant_format))
+        if options.symmetric:
+            tags.append("sym")
     return tags
 
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 from exporter import onnx, tflite
 from exporter.options import ExportFormat, ExportOptions
 from mobilectl.core.errors import UserError
-from mobilectl.core.types import CalibrationMethod, Format, IoType, Layout
+from mobilectl.core.types import CalibrationMethod, Format, IoType, Layout, QuantFormat
 
 FORMATS: dict[Format, ExportFormat] = {row.name: row for row in (tflite.FORMAT, onnx.FORMAT)}
 
 #: option -> (its flag, its default): an option away from its default needs a format
 #: that accepts it.
 _OPTION_FLAGS = {"io_type": ("--io", IoType.FLOAT), "layout": ("--layout", Layout.NCHW),
-                 "calib_method": ("--calib-method", CalibrationMethod.MINMAX)}
+                 "calib_method": ("--calib-method", CalibrationMethod.MINMAX),
+                 "quant_format": ("--quant-format", QuantFormat.QDQ),
+                 "symmetric": ("--symmetric", False)}
 
 
 def get(fmt: Format) -> ExportFormat:
@@ -31,5 +33,6 @@ def check(options: ExportOptions) -> None:
         value = getattr(options, option)
         if value != default and not any(option in row.accepts for row in chosen):
             takers = " and ".join(row.title for row in FORMATS.values() if option in row.accepts)
-            raise UserError(f"{flag} {value} applies to {takers} only; the formats chosen "
+            shown = flag if isinstance(value, bool) else f"{flag} {value}"
+            raise UserError(f"{shown} applies to {takers} only; the formats chosen "
                             f"are {', '.join(options.formats)}")

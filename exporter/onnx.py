@@ -35,8 +35,10 @@ DTYPES = {"float": "float32", "float16": "float16", "double": "float64", "int8":
           "uint8": "uint8", "int32": "int32", "int64": "int64", "bool": "bool"}
 
 
-def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.NHWC) -> Any:
-    """Convert a Keras model to an ``onnx.ModelProto`` with input ``input``."""
+def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.NHWC,
+            fuse_hard_activations: bool = False) -> Any:
+    """Convert a Keras model to an ``onnx.ModelProto`` with input ``input``, lean
+    (:mod:`exporter.onnx_lean`; hard-swish fused into one op if asked)."""
     import tensorflow as tf  # heavy: TF and tf2onnx load only when a model is converted
     import tf2onnx
 
@@ -48,7 +50,8 @@ def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.N
     with third_party_output(), _transposes_past_scalar_adds(), _nodes_hashed_by_name():
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset,
                                               inputs_as_nchw=nchw)
-    onnx_lean.lean(canonicalize(proto))  # from canonical names and order: deterministic
+    # from canonical names and order, so the passes are deterministic
+    onnx_lean.lean(canonicalize(proto), fuse_hard_activations=fuse_hard_activations)
     return canonicalize(proto)
 
 
@@ -248,14 +251,16 @@ def quantize(proto: Any, options: ExportOptions, calibration: np.ndarray) -> Any
     if options.precision == Precision.INT8:
         return canonicalize(onnx_quant.quantize_int8(
             proto, calibration, layout=options.layout, keep_float=options.keep_float,
-            activations=options.activations, method=options.calib_method))
+            activations=options.activations, method=options.calib_method,
+            symmetric=options.symmetric, quant_format=options.quant_format))
     return proto
 
 
 def _convert_artifact(model: Any, *, options: ExportOptions, calibration: np.ndarray,
                       metadata: dict[str, Any], progress: Progress) -> bytes:
     progress(f"convert {model.name} to ONNX")
-    proto = convert(model, layout=options.layout)
+    proto = convert(model, layout=options.layout,
+                    fuse_hard_activations=options.fuse_hard_activations)
     if options.precision != Precision.FP32:
         progress(f"quantize ONNX {options.precision}")
     proto = quantize(proto, options, calibration)
@@ -268,10 +273,13 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
     """How int8 ONNX is quantized for ``options``' target (None for other precisions)."""
     if options.precision != Precision.INT8:
         return None
-    return onnx_quant.recipe(options.activations, options.calib_method, target=options.target)
+    return onnx_quant.recipe(options.activations, options.calib_method, target=options.target,
+                             symmetric=options.symmetric, quant_format=options.quant_format)
 
 
 FORMAT = ExportFormat(name=Format.ONNX, title="ONNX",
-                      accepts=frozenset({"layout", "keep_float", "activations", "calib_method"}),
+                      accepts=frozenset({"layout", "keep_float", "activations", "calib_method",
+                                         "quant_format", "symmetric",
+                                         "fuse_hard_activations"}),
                       convert=_convert_artifact, run=run, io_details=io_details, recipe=recipe,
                       mobile=onnx_mobile.usability)

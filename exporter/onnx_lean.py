@@ -486,6 +486,71 @@ def _non_negative(index: _Index, tensor: str, depth: int = 4) -> bool:
         _non_negative(index, name, depth - 1) for name in node.input)
 
 
+def _hard_activations(proto: Any) -> int:
+    """``Clip(x + 3, 0, 6) * (1/6)`` becomes ``HardSigmoid(x)`` (alpha 1/6, beta 0.5) and
+    ``x * HardSigmoid(x)`` then ``HardSwish(x)`` (MobileNetV3's h-sigmoid and h-swish,
+    Howard et al. 2019), one op each, as onnxruntime's CPU kernels run them."""
+    from onnx import helper
+
+    index, changed = _Index(proto.graph), 0
+    for mul in list(proto.graph.node):
+        parts = _hard_sigmoid_parts(index, mul) if mul.op_type == "Mul" else None
+        if parts is None:
+            continue
+        x, removed = parts
+        proto.graph.node.insert(list(proto.graph.node).index(mul), helper.make_node(
+            "HardSigmoid", [x], [mul.output[0]], name=mul.name, alpha=1 / 6, beta=0.5))
+        for node in [mul, *removed]:
+            proto.graph.node.remove(node)
+        changed += 1
+    index = _Index(proto.graph)
+    for mul in list(proto.graph.node):
+        gate = [index.producer.get(n) for n in mul.input] if mul.op_type == "Mul" else []
+        sigmoid = next((g for g in gate if g is not None and g.op_type == "HardSigmoid"), None)
+        if sigmoid is None or sigmoid.input[0] not in mul.input or \
+                index.only_user(sigmoid.output[0]) is not mul:
+            continue
+        proto.graph.node.insert(list(proto.graph.node).index(mul), helper.make_node(
+            "HardSwish", [sigmoid.input[0]], [mul.output[0]], name=mul.name))
+        proto.graph.node.remove(mul)
+        proto.graph.node.remove(sigmoid)
+        changed += 1
+    return changed
+
+
+def _hard_sigmoid_parts(index: _Index, mul: Any) -> tuple[str, list[Any]] | None:
+    """(x, the Add and Clip to remove) when ``mul`` ends ``Clip(x + 3, 0, 6) / 6``."""
+    sixth = next((index.const(n) for n in mul.input if index.const(n) is not None), None)
+    clip = next((index.producer.get(n) for n in mul.input if index.const(n) is None), None)
+    if sixth is None or clip is None or clip.op_type != "Clip" or len(clip.input) != 3:
+        return None
+    add = index.producer.get(clip.input[0])
+    bounds = [index.const(n) for n in clip.input[1:]]
+    if add is None or add.op_type != "Add" or any(b is None for b in bounds):
+        return None
+    three = next((index.const(n) for n in add.input if index.const(n) is not None), None)
+    x = next((n for n in add.input if index.const(n) is None), None)
+    exact = (three is not None and x is not None and np.allclose(three, 3.0)
+             and np.allclose(bounds[0], 0.0) and np.allclose(bounds[1], 6.0)
+             and np.allclose(sixth, 1 / 6, rtol=1e-6))
+    private = index.only_user(add.output[0]) is clip and index.only_user(clip.output[0]) is mul
+    return (x, [clip, add]) if exact and private else None
+
+
+#: Fusions run only for targets whose runtime has the fused ops (see
+#: :func:`fuses_hard_activations`).
+FUSIONS: tuple[GraphPass, ...] = (GraphPass("hard-activations", _hard_activations),)
+#: CPU architectures whose ONNX runtime is onnxruntime's CPU EP (a PC): it runs
+#: ``HardSwish``/``HardSigmoid`` natively. Phones (ARM) keep the decomposed form, which
+#: onnxruntime's NNAPI EP takes in one partition (it has no HardSwish).
+NATIVE_HARD_ACTIVATIONS = frozenset({"x86_64", "amd64", "x86", "i686"})
+
+
+def fuses_hard_activations(arch: str) -> bool:
+    """Whether ONNX exports for ``arch`` get fused HardSwish/HardSigmoid."""
+    return arch.lower() in NATIVE_HARD_ACTIVATIONS
+
+
 #: Passes that can lose as well as win (tried both ways, see :func:`lean`).
 OPTIONAL = ("reshapes-as-transposes",)
 PASSES: tuple[GraphPass, ...] = (
@@ -504,10 +569,10 @@ PASSES: tuple[GraphPass, ...] = (
 )
 
 
-def lean(proto: Any) -> dict[str, int]:
+def lean(proto: Any, *, fuse_hard_activations: bool = False) -> dict[str, int]:
     """Run :data:`PASSES` on ``proto`` in place, with and without the optional ones,
-    keeping the leaner graph (fewer nodes, then fewer Transposes); how many places each
-    pass changed."""
+    keeping the leaner graph (fewer nodes, then fewer Transposes), then the
+    :data:`FUSIONS` if asked; how many places each pass changed."""
     best: tuple[tuple[int, int], Any, dict[str, int]] | None = None
     for skip in ((), OPTIONAL):
         trial = type(proto)()
@@ -518,4 +583,5 @@ def lean(proto: Any) -> dict[str, int]:
         if best is None or key < best[0]:
             best = (key, trial, counts)
     proto.CopyFrom(best[1])
-    return best[2]
+    fusions = {step.name: step.run(proto) for step in FUSIONS if fuse_hard_activations}
+    return {**best[2], **fusions}

@@ -13,9 +13,10 @@ import numpy as np
 from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import MobileVerdict, QuantRecipe, TensorIO
 from mobilectl.core.types import (
-    Activations, CalibrationMethod, Format, IoType, Layout, Precision, parse,
+    Activations, CalibrationMethod, Format, IoType, Layout, Precision, QuantFormat, parse,
 )
-from quant.onnx_quant import activations_for, host_arch
+from exporter.onnx_lean import fuses_hard_activations
+from quant.onnx_quant import host_arch, recipe_for
 
 Progress = Callable[[str], None]
 MAX_CALIB_SAMPLES = 10_000
@@ -68,6 +69,9 @@ class ExportOptions:
     target: str = ""  # the CPU architecture int8 ONNX is made for ("" = this machine)
     activations: Activations | None = None  # int8 ONNX; None = the target's choice
     calib_method: CalibrationMethod = CalibrationMethod.MINMAX  # int8 ONNX ranges
+    quant_format: QuantFormat | None = None  # int8 ONNX; None = the target's choice
+    symmetric: bool | None = None  # int8 ONNX activations; None = the target's choice
+    fuse_hard_activations: bool | None = None  # ONNX HardSwish; None = the target's choice
 
     def __post_init__(self) -> None:
         """Plain values (``"int8"``) from library callers become their enum members; a
@@ -78,9 +82,16 @@ class ExportOptions:
         object.__setattr__(self, "io_type", parse(IoType, self.io_type, flag="--io"))
         object.__setattr__(self, "layout", parse(Layout, self.layout, flag="--layout"))
         object.__setattr__(self, "target", (self.target or host_arch()).lower())
-        object.__setattr__(self, "activations", activations_for(self.target)
-                           if self.activations is None
+        chosen = recipe_for(self.target)
+        object.__setattr__(self, "activations", chosen.activations if self.activations is None
                            else parse(Activations, self.activations, flag="--activations"))
+        object.__setattr__(self, "quant_format", chosen.format if self.quant_format is None
+                           else parse(QuantFormat, self.quant_format, flag="--quant-format"))
+        object.__setattr__(self, "symmetric", chosen.symmetric if self.symmetric is None
+                           else bool(self.symmetric))
+        object.__setattr__(self, "fuse_hard_activations", fuses_hard_activations(self.target)
+                           if self.fuse_hard_activations is None
+                           else bool(self.fuse_hard_activations))
         object.__setattr__(self, "calib_method", parse(CalibrationMethod, self.calib_method,
                                                        flag="--calib-method"))
 
@@ -107,13 +118,14 @@ class ExportOptions:
 
     def used(self) -> ExportOptions:
         """These options with the ones the precision ignores reset to their defaults
-        (``io_type``, ``keep_float``, the target and the ONNX activation type and
-        calibration method only matter for int8), so equal exports have equal options
+        (``io_type``, ``keep_float``, the target and the ONNX activation type,
+        calibration method, format and symmetry only matter for int8), so equal exports have equal options
         (the build's cache key hashes exactly these)."""
         if self.precision == Precision.INT8:
             return self
         return replace(self, io_type=IoType.FLOAT, keep_float=(), target="any",
-                       activations=Activations.UINT8, calib_method=CalibrationMethod.MINMAX)
+                       activations=Activations.UINT8, calib_method=CalibrationMethod.MINMAX,
+                       quant_format=QuantFormat.QDQ, symmetric=False)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from rich.console import Console
 from mobilectl.core.errors import UserError, VerificationFailed
 from mobilectl.core.tfenv import import_quietly, log_path, log_size
 from mobilectl.core.types import (
-    Activations, CalibrationMethod, Format, IoType, Layout, Precision, parse,
+    Activations, CalibrationMethod, Format, IoType, Layout, Precision, QuantFormat, parse,
 )
 from mobilectl.core.version import __version__
 from mobilectl.modelfile import check_file, is_model_file, parse_shape
@@ -232,6 +232,13 @@ def export_cmd(
                            "activations: uint8 (x86) or int8 (ARM); default from --device.")] = None,
     calib_method: Annotated[str, typer.Option("--calib-method", help="int8 ONNX ranges: minmax, "
                             "entropy, percentile.")] = "minmax",
+    quant_format: Annotated[Optional[str], typer.Option("--quant-format", help="int8 ONNX "
+                            "format: qdq, qoperator; default from --device.")] = None,
+    symmetric: Annotated[Optional[bool], typer.Option("--symmetric/--asymmetric", help="int8 "
+                         "ONNX activations symmetric or not; default from --device.")] = None,
+    fuse_hard_swish: Annotated[Optional[bool], typer.Option(
+        "--fuse-hard-swish/--plain-hard-swish", help="ONNX hard-swish as one HardSwish op "
+        "or Add/Clip/Mul; default from --device (fused on x86).")] = None,
     layout: Annotated[str, typer.Option("--layout", help="ONNX input layout: nchw, nhwc.")] = "nchw",
     keep_float: Annotated[Optional[list[str]], typer.Option("--keep-float", metavar="LAYER",
                           help="Leave this layer in float (repeatable).")] = None,
@@ -259,6 +266,9 @@ def export_cmd(
         activations=None if activations is None else parse(Activations, activations,
                                                            flag="--activations"),
         calib_method=parse(CalibrationMethod, calib_method, flag="--calib-method"),
+        quant_format=None if quant_format is None else parse(QuantFormat, quant_format,
+                                                             flag="--quant-format"),
+        symmetric=symmetric, fuse_hard_activations=fuse_hard_swish,
         thresholds=Thresholds(max_abs_error=max_abs_error, max_abs_error_fp16=max_abs_error_fp16,
                               min_cosine=min_cosine, min_sqnr_db=min_sqnr, min_top1=min_top1))
     format_table.check(options)

@@ -38,13 +38,13 @@ from mobilectl.core.errors import UserError, nearest
 from mobilectl.core.files import is_safe_name
 from device_profiles.profile import load_profile
 from mobilectl.core.types import (
-    Activations, CalibrationMethod, Format, IoType, Layout, Precision, values,
+    Activations, CalibrationMethod, Format, IoType, Layout, Precision, QuantFormat, values,
 )
 
 ARTIFACT_KEYS = {"name", "model", "keras", "knobs", "weights", "formats", "precisions",
                  "calib", "calib_samples", "io", "layout", "keep_float", "labels",
                  "thresholds", "budgets", "output", "seed", "target", "activations",
-                 "calib_method"}
+                 "calib_method", "quant_format", "symmetric", "fuse_hard_swish"}
 DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "output", "labels"}
 THRESHOLD_KEYS = {"max_abs_error", "max_abs_error_fp16", "min_cosine", "min_sqnr_db", "min_top1"}
 BUDGET_KEYS = {"max_latency_ms", "max_size_mb"}
@@ -200,7 +200,11 @@ def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> Expo
         output=output, seed=get("seed", int, 0), target=_target(get("target", str), src, prefix),
         activations=_optional(get("activations", str), Activations, src, f"{prefix}activations"),
         calib_method=_each([get("calib_method", str, "minmax")], CalibrationMethod, src,
-                           f"{prefix}calib_method")[0])
+                           f"{prefix}calib_method")[0],
+        quant_format=_optional(get("quant_format", str), QuantFormat, src,
+                               f"{prefix}quant_format"),
+        symmetric=get("symmetric", bool),
+        fuse_hard_activations=get("fuse_hard_swish", bool))
 
 
 def _target(device: str | None, src: str, prefix: str) -> str:
@@ -224,7 +228,8 @@ FLAG_KEYS = (("--max-abs-error-fp16", "thresholds.max_abs_error_fp16"),
              ("--min-top1", "thresholds.min_top1"), ("--calib-samples", "calib_samples"),
              ("--keep-float", "keep_float"), ("--layout", "layout"), ("--format", "formats"),
              ("--seed", "seed"), ("--io", "io"), ("--int8", "precisions int8"),
-             ("--calib-method", "calib_method"), ("--activations", "activations"))
+             ("--calib-method", "calib_method"), ("--activations", "activations"),
+             ("--quant-format", "quant_format"), ("--symmetric", "symmetric"))
 
 
 def _checked(options: ExportOptions, src: str, name: str) -> None:
@@ -242,7 +247,8 @@ def _labels(path: Path) -> tuple[str, ...]:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", list: "a list", dict: "a table"}
+    names = {str: "a string", int: "an integer", list: "a list", dict: "a table",
+             bool: "true or false"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 

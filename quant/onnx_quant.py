@@ -21,19 +21,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mobilectl.core.errors import UserError, nearest
 from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.manifest import QuantRecipe
-from mobilectl.core.types import Activations, CalibrationMethod, Layout
+from mobilectl.core.types import Activations, CalibrationMethod, Layout, QuantFormat
 
-#: CPU architecture (an ABI or ``platform.machine()``) -> the activation type its
-#: onnxruntime integer kernels are fast with
-ARCH_ACTIVATIONS = {"x86_64": Activations.UINT8, "amd64": Activations.UINT8,
-                    "x86": Activations.UINT8, "i686": Activations.UINT8,
-                    "arm64-v8a": Activations.INT8, "aarch64": Activations.INT8,
-                    "arm64": Activations.INT8, "armeabi-v7a": Activations.INT8}
+
+@dataclass(frozen=True)
+class TargetRecipe:
+    """The int8 ONNX settings a CPU architecture's onnxruntime kernels are fast with."""
+
+    activations: Activations
+    symmetric: bool = False  # activations' zero point fixed at the type's middle
+    format: QuantFormat = QuantFormat.QDQ
+
+
+#: x86: uint8 activations x int8 weights (U8S8, onnxruntime's VNNI/AVX kernels), QDQ,
+#: asymmetric activations (a ReLU output uses the whole uint8 range); ARM: int8 x int8
+#: (S8S8, onnxruntime's QDQ recommendation, what NNAPI/XNNPACK EPs take), QDQ.
+X86 = TargetRecipe(Activations.UINT8)
+ARM = TargetRecipe(Activations.INT8)
+#: CPU architecture (an ABI or ``platform.machine()``) -> its recipe
+ARCH_RECIPES = {"x86_64": X86, "amd64": X86, "x86": X86, "i686": X86,
+                "arm64-v8a": ARM, "aarch64": ARM, "arm64": ARM, "armeabi-v7a": ARM}
 
 
 def host_arch() -> str:
@@ -43,16 +57,23 @@ def host_arch() -> str:
     return platform.machine().lower() or "unknown"
 
 
+def recipe_for(arch: str) -> TargetRecipe:
+    """The recipe for ``arch`` (unknown architectures: ARM's S8S8 QDQ, the portable
+    choice)."""
+    return ARCH_RECIPES.get(arch.lower(), ARM)
+
+
 def activations_for(arch: str) -> Activations:
-    """The activation type for ``arch`` (unknown architectures: int8, the portable
-    QDQ choice)."""
-    return ARCH_ACTIVATIONS.get(arch.lower(), Activations.INT8)
+    """The activation type for ``arch``."""
+    return recipe_for(arch).activations
 
 
-def recipe(activations: Activations, method: CalibrationMethod, *, target: str) -> QuantRecipe:
+def recipe(activations: Activations, method: CalibrationMethod, *, target: str,
+           symmetric: bool = False, quant_format: QuantFormat = QuantFormat.QDQ) -> QuantRecipe:
     """The manifest record of :func:`quantize_int8`'s settings."""
     return QuantRecipe(activations=activations, weights="int8", per_channel=True,
-                       format="qdq", calibration_method=method, target=target)
+                       format=str(quant_format), calibration_method=method, target=target,
+                       symmetric_activations=symmetric)
 
 
 def to_nchw(x: np.ndarray) -> np.ndarray:
@@ -122,12 +143,13 @@ def _compute_upstream(proto: Any, names: set[str]) -> list[str]:
 
 def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: Layout = Layout.NHWC,
                   keep_float: Sequence[str] = (), activations: Activations = Activations.UINT8,
-                  method: CalibrationMethod = CalibrationMethod.MINMAX) -> Any:
-    """Static quantization (QDQ, per-channel int8 weights, ``activations``, ranges by
-    ``method``) after ORT's pre-processing."""
+                  method: CalibrationMethod = CalibrationMethod.MINMAX,
+                  symmetric: bool = False, quant_format: QuantFormat = QuantFormat.QDQ) -> Any:
+    """Static quantization (``quant_format``, per-channel int8 weights, ``activations``,
+    symmetric or not, ranges by ``method``) after ORT's pre-processing."""
     import onnx  # heavy: onnx/onnxruntime load only when a model is quantized
     from onnxruntime.quantization import (
-        CalibrationMethod as OrtMethod, QuantFormat, QuantType, quant_pre_process,
+        CalibrationMethod as OrtMethod, QuantFormat as OrtFormat, QuantType, quant_pre_process,
         quantize_static,
     )
 
@@ -144,7 +166,9 @@ def quantize_int8(proto: Any, calibration: np.ndarray, *, layout: Layout = Layou
             onnx.save(prepared, pre)
             exclude = nodes_of_layers(prepared, keep_float) if keep_float else None
             quantize_static(pre, dst, _Reader(rows, proto.graph.input[0].name),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            quant_format=OrtFormat.QDQ if quant_format == QuantFormat.QDQ
+                            else OrtFormat.QOperator, per_channel=True,
+                            extra_options={"ActivationSymmetric": symmetric},
                             activation_type=QuantType.QUInt8
                             if activations == Activations.UINT8 else QuantType.QInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,

@@ -137,3 +137,24 @@ def _computed_macs(model) -> int:
 def prod_out(layer) -> int:
     h, w, c = layer.output.shape[1:]
     return h * w * c
+
+
+def test_hard_swish_fused_for_pc_targets_only() -> None:
+    """x86 targets (onnxruntime's CPU EP) get MobileNet V3's h-swish and h-sigmoid as
+    single ops, the same numbers; ARM targets keep Add/Clip/Mul, which NNAPI takes."""
+    from exporter import onnx_lean
+    from models_keras.registry import get_model_spec
+
+    assert onnx_lean.fuses_hard_activations("x86_64")
+    assert not onnx_lean.fuses_hard_activations("arm64-v8a")
+    spec = get_model_spec("mobilenet_v3_large")
+    model = spec.build(resolution=64, num_classes=10)
+    _nonzero_biases(model)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    fused = onnx_export.convert(model, layout=Layout.NCHW, fuse_hard_activations=True)
+    types = [node.op_type for node in fused.graph.node]
+    assert types.count("HardSwish") == 20 and types.count("HardSigmoid") == 8, types
+    # the classifier's h-swish stays Add/Clip/Mul: onnxruntime folded its +3 into a Gemm
+    assert types.count("Clip") == 1
+    np.testing.assert_allclose(onnx_export.run(fused, x, layout=Layout.NCHW),
+                               np.asarray(model(x, training=False)), atol=1e-4)

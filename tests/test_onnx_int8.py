@@ -25,6 +25,13 @@ def _activation_types(path: Path) -> set[str]:
             for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits}
 
 
+def _zero_points(path: Path) -> list[tuple[str, int]]:
+    proto = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    return [(n.name, inits[n.input[2]]) for n in proto.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[2] in inits]
+
+
 def _export(digits_model: dict, out: Path, **options) -> list:
     opts = ExportOptions(precision="int8", formats=("onnx",), calib=digits_model["calib"],
                          calib_samples=48, **options)
@@ -45,14 +52,32 @@ def test_default_target_and_override(digits_model: dict, tmp_path: Path) -> None
     assert default.path == "mobilenet_v1-w0.25-r32-c48_int8.onnx"
     assert _activation_types(tmp_path / "a" / default.path) == {"uint8"}
     (arm,) = _export(digits_model, tmp_path / "b", target="arm64-v8a")
-    assert arm.path == "mobilenet_v1-w0.25-r32-c48-aint8_int8.onnx"
+    assert arm.path == "mobilenet_v1-w0.25-r32-hsplain-c48-aint8_int8.onnx"
     assert _activation_types(tmp_path / "b" / arm.path) == {"int8"}
     for entry, acts, target in ((default, "uint8", "x86_64"), (arm, "int8", "arm64-v8a")):
         assert entry.verification.passed and entry.verification.enforced
         recipe = json.loads((tmp_path / ("a" if acts == "uint8" else "b") / "manifest.json")
                             .read_text())["artifacts"][0]["quantization"]
         assert recipe == {"activations": acts, "weights": "int8", "per_channel": True,
-                          "format": "qdq", "calibration_method": "minmax", "target": target}
+                          "format": "qdq", "calibration_method": "minmax", "target": target,
+                          "symmetric_activations": False}
+
+
+def test_qoperator_and_symmetric_activations(digits_model: dict, tmp_path: Path) -> None:
+    (entry,) = _export(digits_model, tmp_path, target="x86_64", quant_format="qoperator",
+                       symmetric=True)
+    assert entry.path == "mobilenet_v1-w0.25-r32-c48-qoperator-sym_int8.onnx"
+    assert entry.quantization.format == "qoperator" and entry.quantization.symmetric_activations
+    assert entry.verification.passed, entry.verification.metrics
+    proto = onnx.load(tmp_path / entry.path)
+    types = {n.op_type for n in proto.graph.node}
+    assert "QLinearConv" in types and "DequantizeLinear" in types  # only at the output
+    # symmetric uint8 activations: every activation zero point is the middle, 128
+    assert {int(v) for _, v in _zero_points(tmp_path / entry.path)} == {128}
+    (plain,) = _export(digits_model, tmp_path / "plain", target="x86_64")
+    assert plain.quantization.format == "qdq" and not plain.quantization.symmetric_activations
+    # asymmetric by default on x86: each activation's range decides its zero point
+    assert {int(v) for _, v in _zero_points(tmp_path / "plain" / plain.path)} != {128}
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
@@ -79,4 +104,10 @@ def test_cli_device_picks_the_target(digits_model: dict, tmp_path: Path,
     line = error_line(*run([*argv[:-3], "--calib-method", "entropy", "--format", "tflite",
                             "--out", str(tmp_path / "y")], capsys)[::2])
     assert "--calib-method entropy applies to ONNX only" in line
+    line = error_line(*run([*argv, "--quant-format", "qop", "--out", str(tmp_path / "x")],
+                           capsys)[::2])
+    assert "--quant-format 'qop' is not allowed: one of qdq, qoperator" in line
+    line = error_line(*run([*argv[:-3], "--symmetric", "--format", "tflite",
+                            "--out", str(tmp_path / "y")], capsys)[::2])
+    assert "--symmetric applies to ONNX only" in line
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -90,8 +90,9 @@ class CalibrationInfo:
 @dataclass(frozen=True)
 class QuantRecipe:
     """How an int8 artifact was quantized: activation and weight types, per-channel
-    weights, the format (``qdq`` for ONNX, ``tflite``), how activation ranges were
-    calibrated, and the target (CPU architecture) the recipe was chosen for."""
+    weights, the format (``qdq`` or ``qoperator`` for ONNX, ``tflite``), how activation
+    ranges were calibrated, the target (CPU architecture) the recipe was chosen for, and
+    whether activations are symmetric."""
 
     activations: Activations
     weights: str = "int8"
@@ -99,17 +100,19 @@ class QuantRecipe:
     format: str = "qdq"
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     target: str = ""
+    symmetric_activations: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"activations": str(self.activations), "weights": self.weights,
                 "per_channel": self.per_channel, "format": self.format,
-                "calibration_method": str(self.calibration_method), "target": self.target}
+                "calibration_method": str(self.calibration_method), "target": self.target,
+                "symmetric_activations": self.symmetric_activations}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantRecipe:
         return cls(Activations(data["activations"]), data["weights"], bool(data["per_channel"]),
                    data["format"], CalibrationMethod(data["calibration_method"]),
-                   data.get("target", ""))
+                   data.get("target", ""), bool(data.get("symmetric_activations", False)))
 
 
 @dataclass(frozen=True)

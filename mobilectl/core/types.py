@@ -76,6 +76,15 @@ class EpFit(StrEnum):
     NO = "no"
 
 
+class QuantFormat(StrEnum):
+    """How int8 ONNX writes its integer ops: QuantizeLinear/DequantizeLinear pairs around
+    float ops (QDQ, which runtimes fuse and mobile EPs take) or integer ops such as
+    ``QLinearConv`` (QOperator)."""
+
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
 class CalibrationMethod(StrEnum):
     """How onnxruntime picks an activation's range from the calibration samples."""
 
