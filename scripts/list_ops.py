@@ -22,14 +22,17 @@ def main() -> None:
     import_quietly()
     from exporter import onnx as onnx_export
     from exporter import tflite as tflite_export
+    from mobilectl.core.types import Layout
     from models_keras.registry import family_representatives
 
     rows = []
     for spec in sorted(family_representatives(), key=lambda spec: spec.family):
         family = spec.family
-        model = spec.build(resolution=spec.test_resolution, num_classes=10)
+        # as exported: NCHW ONNX, at 64 px at least (the last stage 2x2, as at 224)
+        model = spec.build(resolution=max(64, spec.test_resolution), num_classes=10)
         tflite_ops = sorted(set(tflite_export.op_types(tflite_export.convert(model))))
-        onnx_ops = sorted({op for _, op in onnx_export.op_types(onnx_export.convert(model))})
+        onnx_ops = sorted({op for _, op in onnx_export.op_types(
+            onnx_export.convert(model, layout=Layout.NCHW))})
         rows.append({"family": family, "model": spec.name, "tflite": tflite_ops, "onnx": onnx_ops})
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -153,8 +153,9 @@ def test_hard_swish_fused_for_pc_targets_only() -> None:
     x = np.random.default_rng(1).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
     fused = onnx_export.convert(model, layout=Layout.NCHW, fuse_hard_activations=True)
     types = [node.op_type for node in fused.graph.node]
-    assert types.count("HardSwish") == 20 and types.count("HardSigmoid") == 8, types
-    # the classifier's h-swish stays Add/Clip/Mul: onnxruntime folded its +3 into a Gemm
-    assert types.count("Clip") == 1
+    # 21 h-swish (the classifier's may stay Add/Clip/Mul where onnxruntime folded its +3
+    # into a second Gemm) and 8 squeeze-excite h-sigmoid gates
+    assert types.count("HardSigmoid") == 8 and types.count("Clip") <= 1, types
+    assert types.count("HardSwish") + types.count("Clip") == 21, types
     np.testing.assert_allclose(onnx_export.run(fused, x, layout=Layout.NCHW),
                                np.asarray(model(x, training=False)), atol=1e-4)
