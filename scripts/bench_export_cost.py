@@ -48,19 +48,19 @@ open(sys.argv[2], "wb").write(converter.convert())
 """
 #: (job, ours or the plain converter, command after the Python executable)
 JOBS = (
-    ("tflite fp32", "ours", ["-m", "mobilectl", "export", "mobilenet_v2", "--format", "tflite"]),
+    ("tflite fp32", "ours", ["-m", "mobilectl.cli", "export", "mobilenet_v2", "--format", "tflite"]),
     ("tflite fp32", "converter", ["-c", PLAIN, "fp32"]),
-    ("tflite int8", "ours", ["-m", "mobilectl", "export", "mobilenet_v2", "--format", "tflite",
+    ("tflite int8", "ours", ["-m", "mobilectl.cli", "export", "mobilenet_v2", "--format", "tflite",
                              "--int8"]),
     ("tflite int8", "converter", ["-c", PLAIN, "int8"]),
-    ("tflite + onnx fp32", "ours", ["-m", "mobilectl", "export", "mobilenet_v2"]),
+    ("tflite + onnx fp32", "ours", ["-m", "mobilectl.cli", "export", "mobilenet_v2"]),
 )
 
 
 def run(argv: list[str], work: Path) -> tuple[float, float]:
     """(wall s, peak RSS MB) of one fresh process."""
     out = work / f"out-{time.monotonic_ns()}"
-    extra = ["--out", str(out)] if "mobilectl" in argv else [str(out) + ".tflite"]
+    extra = ["--out", str(out)] if "mobilectl.cli" in argv else [str(out) + ".tflite"]
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, *argv, *extra], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

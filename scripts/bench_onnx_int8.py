@@ -86,7 +86,8 @@ def accuracy(work: Path, epochs: int) -> dict[str, float]:
                             thresholds=Thresholds(min_cosine=0.0, min_sqnr_db=-100.0,
                                                   min_top1=0.0)))
         data = (work / f"acc-{method}" / result.entries[0].path).read_bytes()
-        top1[method] = float(np.mean(np.argmax(onnx_export.run(data, x[test]), 1) == labels[test]))
+        outputs = onnx_export.run(data, x[test], layout=result.entries[0].layout)
+        top1[method] = float(np.mean(np.argmax(outputs, 1) == labels[test]))
     return top1
 
 
