@@ -137,7 +137,8 @@ def markdown(results: dict[str, Any], plots: Path) -> str:
         rho = "n/a" if c["rho"] is None else f"{c['rho']:.3f} (p={c['p_value']:.2g})"
         lines.append(f"- {name}: {rho} over {c['models']} models")
     lines += ["", f"![MACs vs latency]({plots}/latency_vs_macs.png)", ""]
-    for section in ("fragmentation", "onnx-int8"):  # other scripts' sections, kept
+    for section in ("fragmentation", "onnx-int8", "onnx-peers", "export-cost", "zoo-build"):
+        # other scripts' sections, kept
         path = Path(__file__).resolve().parent.parent / "bench" / f"{section.replace('-', '_')}.md"
         if path.exists():
             lines += [f"<!-- {section} -->", path.read_text().rstrip("\n"),
