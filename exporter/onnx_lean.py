@@ -74,7 +74,7 @@ class _Index:
         return self.consts.get(name)
 
     def add_const(self, name: str, value: np.ndarray) -> str:
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # heavy: onnx loads only when a graph is rewritten
 
         self.graph.initializer.append(numpy_helper.from_array(value, name))
         self.consts[name] = value
@@ -82,7 +82,7 @@ class _Index:
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
     for attr in node.attribute:
         if attr.name == name:
@@ -91,7 +91,7 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
 
 
 def _set_attr(node: Any, name: str, value: Any) -> None:
-    from onnx import helper
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
     kept = [a for a in node.attribute if a.name != name]
     del node.attribute[:]
@@ -103,7 +103,7 @@ def _shuffles_in_nchw(proto: Any) -> int:
     becomes the NCHW shuffle ``[N,g,c,H,W]``, perm ``0,2,1,3,4``, ``[N,C,H,W]`` followed
     by a Transpose to NHWC (and, where the shuffle started from NHWC, preceded by one
     to NCHW)."""
-    from onnx import helper
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
     index, changed = _Index(proto.graph), 0
     for node in list(proto.graph.node):
@@ -220,7 +220,7 @@ def _grouped_convs(proto: Any) -> int:
     """``Split`` (channels) -> one Conv per part -> ``Concat`` (channels) becomes one
     Conv with ``group`` = the number of parts (how Keras' grouped convolution arrives
     from tf2onnx), when the parts are equal and the convs alike."""
-    from onnx import helper
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
     index, changed = _Index(proto.graph), 0
     for split in list(proto.graph.node):
@@ -269,7 +269,7 @@ def _reshapes_as_transposes(proto: Any) -> int:
     """A Reshape between ``[N,1,1,C]`` and ``[N,C,1,1]`` is a layout change of a 1x1
     map (tf2onnx writes such Transposes as Reshapes); as a Transpose again, the
     transpose optimiser can cancel it against its neighbours."""
-    from onnx import helper
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
     shapes, changed = _static_shapes(proto), 0
     perms = {(True, False): [0, 3, 1, 2], (False, True): [0, 2, 3, 1]}
@@ -296,7 +296,7 @@ def _is_nhwc_1x1(shape: tuple[int, ...], other: tuple[int, ...]) -> bool:
 def _portable_optimise(proto: Any) -> int:
     """onnxruntime's basic-level offline optimisation, saved; the opset imports it adds
     for domains the graph does not use are dropped again."""
-    import onnx
+    import onnx  # heavy: onnx loads only when a graph is rewritten
     import onnxruntime as ort  # heavy: native runtime
 
     before = len(proto.graph.node)
@@ -337,7 +337,7 @@ def _unit_transposes_as_reshapes(proto: Any) -> int:
 
 
 def _static_shapes(proto: Any) -> dict[str, tuple[int, ...]]:
-    import onnx
+    import onnx  # heavy: onnx loads only when a graph is rewritten
 
     inferred = onnx.shape_inference.infer_shapes(proto)
     shapes = {}
@@ -399,7 +399,7 @@ def _drop_identity_reshapes(proto: Any) -> int:
 def _prelus(proto: Any) -> int:
     """``Add(Relu(x), Mul(Relu(Neg(x)), c))`` -> ``PRelu(x, -c)``; a per-channel slope
     ``[1,C,1,1]`` is stored as ``[C,1,1]``, the shape CoreML takes."""
-    from onnx import helper
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
     index, changed = _Index(proto.graph), 0
     for add in list(proto.graph.node):
@@ -490,7 +490,7 @@ def _hard_activations(proto: Any) -> int:
     """``Clip(x + 3, 0, 6) * (1/6)`` becomes ``HardSigmoid(x)`` (alpha 1/6, beta 0.5) and
     ``x * HardSigmoid(x)`` then ``HardSwish(x)`` (MobileNetV3's h-sigmoid and h-swish,
     Howard et al. 2019), one op each, as onnxruntime's CPU kernels run them."""
-    from onnx import helper
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
     index, changed = _Index(proto.graph), 0
     for mul in list(proto.graph.node):

@@ -156,7 +156,7 @@ def accuracy_kept(models: tuple, epochs: int, work: Path) -> list[dict[str, Any]
         for entry in result.entries:
             data = (out / entry.path).read_bytes()
             run = tflite.run if entry.format == "tflite" else onnx_export.run
-            pred = np.argmax(run(data, x[test]), 1)
+            pred = np.argmax(run(data, x[test], layout=entry.layout), 1)
             row[f"{entry.format}_int8_top1"] = float(np.mean(pred == labels[test]))
         rows.append(row)
     return rows
