@@ -81,6 +81,13 @@ class _Index:
         return name
 
 
+def _replace(proto: Any, anchor: Any, new: Any, removed: list[Any]) -> None:
+    """Put ``new`` where ``anchor`` stands and remove ``anchor`` and ``removed``."""
+    proto.graph.node.insert(list(proto.graph.node).index(anchor), new)
+    for node in [anchor, *removed]:
+        proto.graph.node.remove(node)
+
+
 def _attr(node: Any, name: str, default: Any = None) -> Any:
     from onnx import helper  # heavy: onnx loads only when a graph is rewritten
 
@@ -236,9 +243,7 @@ def _grouped_convs(proto: Any) -> int:
         conv = helper.make_node("Conv", inputs, list(concat.output), name=convs[0].name)
         conv.attribute.extend(a for a in convs[0].attribute if a.name != "group")
         conv.attribute.extend([helper.make_attribute("group", len(convs))])
-        proto.graph.node.insert(list(proto.graph.node).index(concat), conv)
-        for node in [split, *convs, concat]:
-            proto.graph.node.remove(node)
+        _replace(proto, concat, conv, [split, *convs])
         changed += 1
     return changed
 
@@ -411,11 +416,8 @@ def _prelus(proto: Any) -> int:
         if slope.ndim == 4 and slope.shape[0] == 1 and slope.shape[2:] == (1, 1):
             slope = slope.reshape(slope.shape[1:])
         name = index.add_const(f"{add.name}/slope", slope)
-        position = list(proto.graph.node).index(add)
-        proto.graph.node.insert(position, helper.make_node(
-            "PRelu", [x, name], [add.output[0]], name=add.name))
-        for node in [add, *removed]:
-            proto.graph.node.remove(node)
+        _replace(proto, add, helper.make_node("PRelu", [x, name], [add.output[0]],
+                                              name=add.name), removed)
         changed += 1
     return changed
 
@@ -498,10 +500,8 @@ def _hard_activations(proto: Any) -> int:
         if parts is None:
             continue
         x, removed = parts
-        proto.graph.node.insert(list(proto.graph.node).index(mul), helper.make_node(
-            "HardSigmoid", [x], [mul.output[0]], name=mul.name, alpha=1 / 6, beta=0.5))
-        for node in [mul, *removed]:
-            proto.graph.node.remove(node)
+        _replace(proto, mul, helper.make_node("HardSigmoid", [x], [mul.output[0]],
+                                              name=mul.name, alpha=1 / 6, beta=0.5), removed)
         changed += 1
     index = _Index(proto.graph)
     for mul in list(proto.graph.node):
@@ -510,10 +510,8 @@ def _hard_activations(proto: Any) -> int:
         if sigmoid is None or sigmoid.input[0] not in mul.input or \
                 index.only_user(sigmoid.output[0]) is not mul:
             continue
-        proto.graph.node.insert(list(proto.graph.node).index(mul), helper.make_node(
-            "HardSwish", [sigmoid.input[0]], [mul.output[0]], name=mul.name))
-        proto.graph.node.remove(mul)
-        proto.graph.node.remove(sigmoid)
+        _replace(proto, mul, helper.make_node("HardSwish", [sigmoid.input[0]], [mul.output[0]],
+                                              name=mul.name), [sigmoid])
         changed += 1
     return changed
 
