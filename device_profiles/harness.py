@@ -23,7 +23,9 @@ from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost, serv
 from device_profiles.inspect import input_dims, precision_of
 from device_profiles.measurement import Latency, Measurement
 from device_profiles.onnx_cost import dims_text
+from device_profiles.op_tables import NoOpTables, parse_op_tables
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
+from device_profiles.per_layer import Device, OpTimes, PerLayer, of_file
 from device_profiles.profile import Profile, Roofline, Transport, all_profiles, load_profile
 from mobilectl.core.cost import shape_from_text
 from mobilectl.core.errors import UserError
@@ -75,6 +77,7 @@ class ProfileOptions:
     adb_server: str | None = None
     timeout_s: float | None = None
     input_shapes: tuple[InputShape, ...] = ()
+    per_layer: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class ProfileResult:
     measurements: list[Measurement] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # ---- what to measure ---------------------------------------------------------------
@@ -165,10 +169,30 @@ def _settings(profile: Profile, options: ProfileOptions) -> tuple[int, int, int]
 
 def _measurement(artifact: Artifact, *, device: str, backend: str, threads: int,
                  delegate: str, latency: Latency, init_ms: float | None,
-                 peak_memory_mb: float | None, peak_gmacs: float | None) -> Measurement:
+                 peak_memory_mb: float | None, peak_gmacs: float | None,
+                 layers: tuple[PerLayer | None, str | None] = (None, None)) -> Measurement:
     return Measurement(artifact.path.name, artifact.model, artifact.fmt, artifact.precision,
                        artifact.macs, artifact.params, artifact.path.stat().st_size, device,
-                       backend, threads, delegate, latency, init_ms, peak_memory_mb, peak_gmacs)
+                       backend, threads, delegate, latency, init_ms, peak_memory_mb, peak_gmacs,
+                       *layers)
+
+
+ELEMENT_BYTES = {Precision.INT8: 1, Precision.FP16: 2}
+
+
+def _device(roof: Roofline, precision: Precision) -> Device:
+    return Device(roof.peak(precision), roof.bandwidth_gbs, ELEMENT_BYTES.get(precision, 4))
+
+
+def _host_layers(artifact: Artifact, *, threads: int, runs: int, warmup: int,
+                 roof: Roofline) -> tuple[PerLayer | None, str | None]:
+    """Per-op times of ``artifact`` on this machine, joined per layer."""
+    try:
+        times = OpTimes.of_json(host.run_ops(artifact.path, threads=threads, runs=runs,
+                                             warmup=warmup))
+    except host.BenchmarkFailed as exc:
+        return None, f"per-op timing failed: {exc}"
+    return of_file(artifact.path, times, device=_device(roof, artifact.precision)), None
 
 
 @functools.cache
@@ -195,10 +219,14 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
         except host.BenchmarkFailed as exc:
             result.failures.append(f"{artifact.path.name}: {exc}")
             continue
+        layers: tuple[PerLayer | None, str | None] = (None, None)
+        if options.per_layer:
+            progress(f"[{i + 1}/{len(artifacts)}] {artifact.path.name}: time each op")
+            layers = _host_layers(artifact, threads=threads, runs=runs, warmup=warmup, roof=roof)
         result.measurements.append(_measurement(
             artifact, device="host", backend=done.backend, threads=threads, delegate="cpu",
             latency=done.latency, init_ms=done.init_ms, peak_memory_mb=done.peak_memory_mb,
-            peak_gmacs=roof.peak(artifact.precision)))
+            peak_gmacs=roof.peak(artifact.precision), layers=layers))
         time.sleep(profile.cooldown_s)
     return result
 
@@ -298,7 +326,9 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
                 output = client.shell(device.serial, [
                     *pin, remote_bin, f"--graph={remote}", f"--num_threads={threads}",
                     f"--num_runs={runs}", f"--warmup_runs={warmup}",
-                    *DELEGATE_FLAGS[options.delegate], *_input_flags(artifact)], timeout=timeout)
+                    *DELEGATE_FLAGS[options.delegate], *_input_flags(artifact),
+                    *(["--enable_op_profiling=true"] if options.per_layer else [])],
+                    timeout=timeout)
                 client.shell(device.serial, ["rm", "-f", remote])
                 parsed = parse_benchmark_output(output)
             except DeviceLost as exc:
@@ -314,7 +344,9 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
                 artifact, device=f"{profile.name}:{device.serial}", backend="benchmark_model (adb)",
                 threads=threads, delegate=options.delegate, latency=latency,
                 init_ms=parsed.init_ms, peak_memory_mb=parsed.memory_overall_mb,
-                peak_gmacs=profile.roofline.peak(artifact.precision)))
+                peak_gmacs=profile.roofline.peak(artifact.precision),
+                layers=_device_layers(artifact, output, profile.roofline) if options.per_layer
+                else (None, None)))
             time.sleep(profile.cooldown_s)
     except DeviceLost as exc:
         if not any(str(exc) in failure for failure in result.failures):
@@ -326,6 +358,17 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
     finally:
         _cleanup(client, device.serial)
     return result
+
+
+def _device_layers(artifact: Artifact, output: str,
+                   roof: Roofline) -> tuple[PerLayer | None, str | None]:
+    """The op-profiling tables of benchmark_model's output, joined per layer; when the
+    output has none, why (the whole-model figures stand)."""
+    try:
+        times = parse_op_tables(output)
+    except NoOpTables as exc:
+        return None, str(exc)
+    return of_file(artifact.path, times, device=_device(roof, artifact.precision)), None
 
 
 def _input_flags(artifact: Artifact) -> list[str]:
@@ -366,6 +409,14 @@ def check_options(profile: Profile, options: ProfileOptions) -> None:
                             "applies to adb devices (e.g. --device pixel)")
 
 
+def per_layer_warning(options: ProfileOptions) -> str | None:
+    """Why ``--per-layer`` cannot be honoured with these options (None: it can)."""
+    if options.per_layer and options.delegate != "cpu":
+        return (f"--per-layer needs --delegate cpu: the {options.delegate} delegate runs the "
+                "model as one node, so only whole-model figures are reported")
+    return None
+
+
 def formats_for(profile: Profile) -> tuple[Format, ...]:
     """What the profile's backend runs: both formats here, TFLite on a phone."""
     return (Format.TFLITE, Format.ONNX) if profile.transport == Transport.LOCAL else (Format.TFLITE,)
@@ -377,7 +428,14 @@ def measure(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
     raised, so the results of the artifacts that finished are kept."""
     check_options(profile, options)
     artifacts = [fix_inputs(a, options.input_shapes) for a in artifacts]  # up front
-    return BACKENDS[profile.transport](artifacts, profile, options, progress)
+    warning = per_layer_warning(options)
+    if warning:
+        options = dataclasses.replace(options, per_layer=False)
+    result = BACKENDS[profile.transport](artifacts, profile, options, progress)
+    result.warnings += [warning] if warning else []
+    result.warnings += [f"{m.artifact}: {m.per_layer_error}" for m in result.measurements
+                        if m.per_layer_error]
+    return result
 
 
 def device_rows(client: AdbClient) -> list[dict[str, Any]]:

@@ -138,6 +138,14 @@ def run_artifact(path: Path, *, threads: int, runs: int, warmup: int,
     return runner(path, threads=threads, runs=runs, warmup=warmup, input_shapes=input_shapes)
 
 
+def run_ops(path: Path, *, threads: int, runs: int, warmup: int) -> dict:
+    """Per-op times of ``path`` in their own process (:mod:`device_profiles.op_bench`)."""
+    stdout, _, _ = _run([sys.executable, "-m", "device_profiles.op_bench", "--model", str(path),
+                         "--threads", str(threads), "--runs", str(runs),
+                         "--warmup", str(max(warmup, 3))])
+    return json.loads(stdout)
+
+
 def measure_roofline(*, seconds: float = 1.0) -> Roofline:
     """This machine's float32 peak (a large matmul, GMAC/s) and memory bandwidth
     (a large copy, GB/s, read + write), best of a few repetitions."""

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from device_profiles.per_layer import PerLayer
+
 NOISY_SPREAD = 0.5  # (p95 - p5) / median above this: the run is flagged noisy
 
 
@@ -74,6 +76,8 @@ class Measurement:
     init_ms: float | None = None
     peak_memory_mb: float | None = None
     peak_gmacs: float | None = None  # the profile's roofline for this precision
+    per_layer: PerLayer | None = None  # with --per-layer
+    per_layer_error: str | None = None  # why there is no per-layer table, when asked
 
     @property
     def gmacs(self) -> float | None:
@@ -93,4 +97,5 @@ class Measurement:
         data["latency"]["noisy"] = self.latency.noisy
         data["gmacs"] = self.gmacs
         data["roofline_fraction"] = self.roofline_fraction
+        data["per_layer"] = self.per_layer.as_dict() if self.per_layer else None
         return data

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
+from device_profiles.layer_map import FileOp
 from mobilectl.core.errors import UserError, first_line
 
 #: TensorProto data type -> (name, bits) for the weight bytes by dtype.
@@ -179,3 +180,9 @@ def _node_cost(node: Any, shapes: dict[str, Shape], constants: set[str]) -> Laye
         input_elems=sum(prod(shapes.get(i, ())) for i in node.input if i and i not in constants),
         output_elems=sum(prod(shapes.get(o, ())) for o in node.output if o),
         known=node.op_type in RULES)
+
+
+def file_ops(proto: Any) -> list[FileOp]:
+    """The graph's nodes in file order with the tensor names they read and write."""
+    return [FileOp(i, node.op_type, node.name or node.output[0], tuple(node.input),
+                   tuple(node.output)) for i, node in enumerate(proto.graph.node)]

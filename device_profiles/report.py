@@ -14,6 +14,7 @@ from typing import Any
 
 from scipy.stats import spearmanr
 
+from device_profiles.per_layer import PerLayer
 from device_profiles.measurement import Measurement
 from mobilectl.core.files import write_atomic
 
@@ -78,6 +79,24 @@ def _fmt(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
 
+def per_layer_markdown(artifact: str, table: PerLayer) -> list[str]:
+    """Every row of one artifact's per-layer table, in run order."""
+    ratio = table.parts_over_whole
+    lines = [f"## Per layer: {artifact}", "",
+             f"{table.method}. The ops sum to {table.sum_ms:.3f} ms"
+             + (f", {ratio:.2f}x the whole model's {table.whole_ms:.3f} ms." if ratio else "."),
+             "", "| # | layers | op | ms | % | MMACs | MB moved | GMAC/s | % roofline | kernel "
+             "| why |", "|" + "---|" * 11]
+    for n, r in enumerate(table.rows):
+        lines.append(
+            f"| {n} | {', '.join(r.layers) or '(' + r.name + ')'} | {r.kind} | {_fmt(r.ms, '.3f')} "
+            f"| {_fmt(r.share and 100 * r.share, '.1f')} | {r.macs / 1e6:.2f} "
+            f"| {r.memory_bytes / 1e6:.2f} | {_fmt(r.gmacs, '.1f')} "
+            f"| {_fmt(r.roofline_fraction and 100 * r.roofline_fraction, '.1f')} "
+            f"| {r.kernel or '-'} | {', '.join(r.flags)} |")
+    return lines
+
+
 def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *,
              device: str, plot_name: str | None, failures: Sequence[str]) -> str:
     """A Markdown report (fit for a CI job summary)."""
@@ -98,6 +117,9 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *
         lines.append(f"- {name}: {rho} over {c['models']} models")
     if plot_name:
         lines += ["", f"![MACs vs latency]({plot_name})"]
+    for m in measurements:
+        if m.per_layer:
+            lines += ["", *per_layer_markdown(m.artifact, m.per_layer)]
     if failures:
         lines += ["", "Failures:", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from pathlib import Path
 from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
 from mobilectl.core.errors import UserError
 from device_profiles.inspect import tflite_runtime
+from device_profiles.layer_map import FileOp
 
 #: TensorType enum value -> numpy dtype name (LiteRT's schema, the types models use).
 DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool",
@@ -173,3 +174,14 @@ def _peak(graph: _Graph) -> int:
         steps.insert(0, Step((), (i,)))
     return peak_live_elems(steps, sizes, graph.outputs)
 
+
+
+def file_ops(data: bytes) -> list[FileOp]:
+    """The ops of the first subgraph in execution order, with the tensor names they read
+    and write (an op's own name is its first output's)."""
+    graph = _Graph(data)
+    names = [t.Name().decode() for t in graph.tensors]
+    return [FileOp(i, kind, names[graph.writes(op)[0]] if graph.writes(op) else kind,
+                   tuple(names[t] for t in graph.reads(op)),
+                   tuple(names[t] for t in graph.writes(op)))
+            for i, (op, kind) in enumerate(zip(graph.ops, graph.kinds))]

@@ -26,8 +26,8 @@ from mobilectl.core.version import __version__
 from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
 from mobilectl.render import (
-    build_table, devices_table, export_table, layers_table, models_table, profile_table,
-    sensitivity_table, summary_table,
+    build_table, devices_table, export_table, layers_table, models_table, per_layer_table,
+    profile_table, sensitivity_table, summary_table,
 )
 
 app = typer.Typer(
@@ -366,6 +366,8 @@ def profile_cmd(
     input_shape: Annotated[Optional[list[str]], typer.Option(
         "--input-shape", metavar="[NAME:]1,3,H,W",
         help="Shape of a dynamic input (repeatable, NAME: for several inputs).")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also time every op and "
+                         "report it per Keras layer, with MACs, GMAC/s and why it is slow.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure latency on a device and report it next to MACs (rank correlation, plot)."""
@@ -376,7 +378,8 @@ def profile_cmd(
                              runs=runs, warmup=warmup, delegate=delegate,
                              out=Path(out_dir), benchmark_binary=binary, adb=adb,
                              adb_server=adb_server, timeout_s=timeout,
-                             input_shapes=tuple(InputShape.parse(s) for s in input_shape or ()))
+                             input_shapes=tuple(InputShape.parse(s) for s in input_shape or ()),
+                             per_layer=per_layer)
     _quiet_tensorflow()
     with stage_progress(err, f"profile on {device}") as progress:
         result = profile(targets or [], options, precision=precision, progress=progress)
@@ -384,7 +387,12 @@ def profile_cmd(
         sys.stdout.write(json.dumps(result.summary, indent=2, sort_keys=True, default=str) + "\n")
     else:
         out.print(profile_table(result.summary, width=out.width))
+        for measurement in result.summary["measurements"]:
+            if measurement["per_layer"]:
+                out.print(per_layer_table(measurement, width=out.width))
         out.print(f"report: {result.summary['report']}")
+    for note in result.warnings:
+        err.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
     if result.failures:
         err.print(f"error: {len(result.failures)} failure(s); first: "
                   f"{_one_line(result.failures[0])}", markup=False, highlight=False, soft_wrap=True)

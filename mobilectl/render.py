@@ -220,3 +220,39 @@ def build_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     body = [[r["artifact"], r["status"], f"{r['seconds']:.1f}", ", ".join(r["files"]),
              r["error"] or ""] for r in rows]
     return fitted("mobilectl build", columns, body, width=width)
+
+
+def layer_text(layers: Sequence[str]) -> str:
+    """Layers of one row, those of one block folded: ``stage2.unit1.dw.{conv,bn,act}``."""
+    groups: dict[str, list[str]] = {}
+    for layer in layers:
+        prefix, _, last = layer.rpartition(".")
+        groups.setdefault(prefix, []).append(last)
+    parts = []
+    for prefix, lasts in groups.items():
+        head = f"{prefix}." if prefix else ""
+        parts.append(f"{head}{lasts[0]}" if len(lasts) == 1 else f"{head}{{{','.join(lasts)}}}")
+    return " + ".join(parts)
+
+
+PER_LAYER_ROWS = 15
+
+
+def per_layer_table(measurement: dict[str, Any], *, width: int,
+                    limit: int = PER_LAYER_ROWS) -> Table:
+    """The slowest rows of one artifact's per-layer table, with their flags."""
+    data = measurement["per_layer"]
+    rows = sorted(data["rows"], key=lambda r: -(r["ms"] or 0.0))[:limit]
+    columns = (Column("layer"), Column("op", drop=3), Column("ms", right=True),
+               Column("%", right=True, drop=2), Column("MMACs", right=True, drop=4),
+               Column("GMAC/s", right=True, drop=1), Column("why", wrap=True))
+    body = [[layer_text(r["layers"]) or f"({r['name'][:40]})", r["kind"], _num(r["ms"], ".3f"),
+             "-" if r["share"] is None else f"{100 * r['share']:.1f}",
+             f"{r['macs'] / 1e6:.1f}", _num(r["gmacs"], ".1f"), ", ".join(r["flags"])]
+            for r in rows]
+    ratio = data["parts_over_whole"]
+    caption = (f"{data['method']}; ops sum to {data['sum_ms']:.3f} ms"
+               + (f", {ratio:.2f}x the whole model's {data['whole_ms']:.3f} ms" if ratio else "")
+               + f"; {len(data['unmapped'])} op(s) map to no layer")
+    return fitted(f"{measurement['artifact']}: slowest {len(rows)} of {len(data['rows'])} ops",
+                  columns, body, width=width, caption=caption)

@@ -21,6 +21,48 @@ def _stats(samples_us: list[float]) -> str:
             f"std={values.std():.0f} p5={p5:.0f} median={median:.0f} p95={p95:.0f}")
 
 
+def _field(width: int, value: object) -> str:
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    return "\t" + text.rjust(width)
+
+
+def _op_tables(graph: str, *, threads: int, runs: int) -> str:
+    """The C++ tool's op-profiling tables (its stats calculator's layout), each op
+    timed for real on this machine (every op alone, as LiteRT runs it)."""
+    from device_profiles.op_bench import tflite_ops
+
+    measured = tflite_ops(open(graph, "rb").read(), threads=threads, runs=max(runs, 5),
+                          warmup=2)["ops"]
+    total = sum(op["ms"] or 0.0 for op in measured) or 1.0
+    header = "".join(_field(w, f"[{h}]") for w, h in (
+        (24, "node type"), (9, "first"), (9, "avg ms"), (8, "%"), (8, "cdf%"),
+        (10, "mem KB"), (9, "times called"))) + "\t[Name]"
+    lines, cdf = ["Operator-wise Profiling Info for Regular Benchmark Runs:",
+                  "=" * 30 + " Run Order " + "=" * 30, header], 0.0
+    by_type: dict[str, list[float]] = {}
+    for op in measured:
+        ms = op["ms"] or 0.0
+        cdf += ms
+        by_type.setdefault(op["kind"], []).append(ms)
+        lines.append(_field(24, op["kind"]) + _field(9, ms) + _field(9, ms)
+                     + _field(7, 100 * ms / total) + "%" + _field(7, 100 * cdf / total) + "%"
+                     + _field(10, 0.0) + _field(9, 1) + f"\t[{op['name']}]:{op['index']}")
+    lines += ["", "=" * 30 + " Summary by node type " + "=" * 30, "".join(
+        _field(w, f"[{h}]") for w, h in ((24, "Node type"), (9, "count"), (10, "avg ms"),
+                                          (11, "avg %"), (11, "cdf %"), (10, "mem KB"),
+                                          (10, "times called")))]
+    cdf = 0.0
+    for kind, times in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
+        cdf += sum(times)
+        lines.append(_field(24, kind) + _field(9, len(times)) + _field(10, sum(times))
+                     + _field(10, 100 * sum(times) / total) + "%"
+                     + _field(10, 100 * cdf / total) + "%" + _field(10, 0.0)
+                     + _field(9, len(times)))
+    lines += ["", f"Timings (microseconds): count={runs} avg={total * 1000:.0f}",
+              f"{len(measured)} nodes observed", ""]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--graph", required=True)
@@ -31,6 +73,7 @@ def main() -> int:
         parser.add_argument(flag, default="false")
     parser.add_argument("--input_layer", default="")  # names, comma-separated
     parser.add_argument("--input_layer_shape", default="")  # shapes, colon-separated
+    parser.add_argument("--enable_op_profiling", default="false")
     args = parser.parse_args()
     print("INFO: STARTING!")
     print(f"INFO: Graph: [{args.graph}]")
@@ -77,6 +120,9 @@ def main() -> int:
     print(f"INFO: {_stats(timed)}")
     print(f"INFO: Inference timings in us: Init: {init_us:.0f}, First inference: {warm[0]:.0f}, "
           f"Warmup (avg): {np.mean(warm):.1f}, Inference (avg): {np.mean(timed):.1f}")
+    if args.enable_op_profiling == "true" and "no_op_profiling" not in os.environ.get(
+            "MOBILECTL_TEST_DEVICE_FAULTS", ""):
+        print(_op_tables(args.graph, threads=args.num_threads, runs=args.num_runs), end="")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("INFO: Memory footprint delta from the start of the tool (MB): "
           f"init={peak_mb:.4f} overall={peak_mb:.4f}")

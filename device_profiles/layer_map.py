@@ -1,0 +1,138 @@
+"""Which Keras layers an op of an exported file came from, read from the names the
+converters leave in the file, and which ops of the file a runtime's profiled node
+stands for.
+
+TensorFlow's converters name tensors and nodes by the Keras layer's name scope:
+``model_1/model_1/stage2.unit1.expand.act_1/Relu`` (TFLite) or
+``model_1/stage2.unit1.dw.conv_1/depthwise`` (tf2onnx), one ``;``-separated part per
+TF op the converter fused into the op. The layer is the first path component after
+the model's name, less the ``_N`` the name scope adds. An op with no such name (a
+model output, ``tfl.quantize``) maps to no layer and is listed as unmapped.
+
+Batch norm folded into a convolution leaves the conv's node named after its bn (or,
+once onnxruntime fuses the activation, its act): a conv-type op naming ``P.bn`` or
+``P.act`` also stands for ``P.conv`` and ``P.bn`` when the file has those layers
+(the ``name.conv/.bn/.act`` naming of :func:`models_keras.blocks.conv_bn`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+_SCOPE_SUFFIX = re.compile(r"_\d+$")
+_TENSOR_SUFFIX = re.compile(r"(:\d+)?(_nchwc)?$")
+CONV_KINDS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "Conv", "FusedConv",
+                        "QLinearConv", "ConvInteger", "Gemm", "MatMul", "FusedGemm",
+                        "QLinearMatMul", "MatMulInteger"})
+_FOLDED = ("bn", "act")
+
+
+def _base(component: str) -> str:
+    return _SCOPE_SUFFIX.sub("", _TENSOR_SUFFIX.sub("", component))
+
+
+def layers_in(name: str) -> tuple[str, ...]:
+    """The Keras layer names in one tensor or node name, in order, without repeats."""
+    found: list[str] = []
+    for part in name.split(";"):
+        parts = [c for c in part.split("/") if c]
+        if len(parts) < 3 and not (len(parts) == 2 and parts[0] != parts[1]):
+            continue
+        head = _base(parts[0])
+        rest = parts[1:]
+        while len(rest) > 1 and _base(rest[0]) == head:
+            rest = rest[1:]  # the model's own scope, repeated by the TFLite converter
+        if len(rest) >= 2:
+            found.append(_base(rest[0]))
+    return tuple(dict.fromkeys(found))
+
+
+def with_folded(kind: str, layers: Sequence[str], known: frozenset[str]) -> tuple[str, ...]:
+    """``layers`` plus the conv and bn layers a conv-type op absorbed (see the module
+    docstring): the conv always, the bn when ``known`` (every layer the file names)
+    has it; each block's layers in conv, bn, act order."""
+    names = list(layers)
+    if kind in CONV_KINDS:
+        for layer in layers:
+            prefix, _, last = layer.rpartition(".")
+            if prefix and last in _FOLDED:  # the conv is named after its bn or act
+                names += [f"{prefix}.conv"] + [f"{prefix}.bn"] * (f"{prefix}.bn" in known)
+    return _ordered(names)
+
+
+def _ordered(names: Sequence[str]) -> tuple[str, ...]:
+    rank = {"conv": 0, "bn": 1, "act": 2}
+    first: dict[str, int] = {}
+    for name in names:
+        first.setdefault(name.rpartition(".")[0], len(first))
+    return tuple(sorted(dict.fromkeys(names), key=lambda n: (
+        first[n.rpartition(".")[0]], rank.get(n.rpartition(".")[2], 3))))
+
+
+@dataclass(frozen=True)
+class FileOp:
+    """One op of the file: its position, type, name, and the tensors it reads and writes."""
+
+    index: int
+    kind: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.outputs)
+
+
+def known_layers(ops: Iterable[FileOp]) -> frozenset[str]:
+    """Every layer name any op of the file mentions."""
+    return frozenset(layer for op in ops for name in op.names() for layer in layers_in(name))
+
+
+def op_layers(op: FileOp, known: frozenset[str]) -> tuple[str, ...]:
+    """The layers one file op stands for."""
+    found = tuple(dict.fromkeys(layer for name in op.names() for layer in layers_in(name)))
+    return with_folded(op.kind, found, known)
+
+
+def resolve_onnx(profiled: Sequence[str], ops: Sequence[FileOp]) -> list[tuple[int, ...]]:
+    """For each node onnxruntime profiled (its name after the session's optimisations),
+    the file ops it stands for: the node of that name, or the producer of the tensor it
+    is named after (``X:0_nchwc``). File ops no profiled node names were fused into a
+    neighbour: a conv-type op joins the node that reads its output (onnxruntime names
+    a conv fused with its activation after the activation), any other op the node
+    that wrote its input (element-wise ops fuse into their producer), else the other."""
+    by_name = {op.name: op.index for op in ops}
+    producer = {out: op.index for op in ops for out in op.outputs}
+    groups: list[list[int]] = []
+    taken: set[int] = set()
+    for name in profiled:
+        bare = name.removesuffix("_nchwc")
+        index = by_name.get(name, by_name.get(bare, producer.get(bare)))
+        groups.append([] if index is None or index in taken else [index])
+        taken.update(groups[-1])
+    owner = {i: g for g, group in enumerate(groups) for i in group}
+    pending = [op for op in ops if op.index not in owner]
+    while pending:  # chains of fused ops join one link per pass
+        for op in pending:
+            _adopt(op, ops, owner, producer)
+        left = [op for op in pending if op.index not in owner]
+        if len(left) == len(pending):
+            break  # the rest touch no profiled node (e.g. constant folding's leftovers)
+        pending = left
+    for index, g in sorted(owner.items()):
+        if index not in groups[g]:
+            groups[g].append(index)
+    return [tuple(sorted(group)) for group in groups]
+
+
+def _adopt(op: FileOp, ops: Sequence[FileOp], owner: dict[int, int],
+           producer: dict[str, int]) -> None:
+    readers = [o.index for o in ops if set(op.outputs) & set(o.inputs) and o.index in owner]
+    uses = {t: sum(t in o.inputs for o in ops) for t in op.inputs}
+    writers = [producer[t] for t in sorted(op.inputs, key=lambda t: uses[t])
+               if t in producer and producer[t] in owner]  # a conv fused with its Add
+    for index in ((*readers, *writers) if op.kind in CONV_KINDS else (*writers, *readers)):
+        owner[op.index] = owner[index]
+        return
