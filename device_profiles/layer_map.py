@@ -1,64 +1,42 @@
-"""Which Keras layers an op of an exported file came from, read from the names the
-converters leave in the file, and which ops of the file a runtime's profiled node
-stands for.
-
-TensorFlow's converters name tensors and nodes by the Keras layer's name scope:
-``model_1/model_1/stage2.unit1.expand.act_1/Relu`` (TFLite) or
-``model_1/stage2.unit1.dw.conv_1/depthwise`` (tf2onnx), one ``;``-separated part per
-TF op the converter fused into the op. The layer is the first path component after
-the model's name, less the ``_N`` the name scope adds. An op with no such name (a
-model output, ``tfl.quantize``) maps to no layer and is listed as unmapped.
+"""Which Keras layers an op of an exported file came from (the names converters leave
+in the file: :func:`mobilectl.core.names.layers_in`), and which ops of the file a
+runtime's profiled node stands for. An op with no layer scope in its names (a model
+output, ``tfl.quantize``) maps to no layer and is listed as unmapped.
 
 Batch norm folded into a convolution leaves the conv's node named after its bn (or,
 once onnxruntime fuses the activation, its act): a conv-type op naming ``P.bn`` or
-``P.act`` also stands for ``P.conv`` and ``P.bn`` when the file has those layers
-(the ``name.conv/.bn/.act`` naming of :func:`models_keras.blocks.conv_bn`).
+``P.act`` also stands for ``P.bn`` (when the file has that layer) and ``P.conv`` (when
+a bn was folded, or the file has that layer), the ``name.conv/.bn/.act`` naming of
+:func:`models_keras.blocks.conv_bn`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-_SCOPE_SUFFIX = re.compile(r"_\d+$")
-_TENSOR_SUFFIX = re.compile(r"(:\d+)?(_nchwc)?$")
+from mobilectl.core.names import layers_in
+
 CONV_KINDS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "Conv", "FusedConv",
                         "QLinearConv", "ConvInteger", "Gemm", "MatMul", "FusedGemm",
                         "QLinearMatMul", "MatMulInteger"})
 _FOLDED = ("bn", "act")
 
 
-def _base(component: str) -> str:
-    return _SCOPE_SUFFIX.sub("", _TENSOR_SUFFIX.sub("", component))
-
-
-def layers_in(name: str) -> tuple[str, ...]:
-    """The Keras layer names in one tensor or node name, in order, without repeats."""
-    found: list[str] = []
-    for part in name.split(";"):
-        parts = [c for c in part.split("/") if c]
-        if len(parts) < 3 and not (len(parts) == 2 and parts[0] != parts[1]):
-            continue
-        head = _base(parts[0])
-        rest = parts[1:]
-        while len(rest) > 1 and _base(rest[0]) == head:
-            rest = rest[1:]  # the model's own scope, repeated by the TFLite converter
-        if len(rest) >= 2:
-            found.append(_base(rest[0]))
-    return tuple(dict.fromkeys(found))
-
-
 def with_folded(kind: str, layers: Sequence[str], known: frozenset[str]) -> tuple[str, ...]:
     """``layers`` plus the conv and bn layers a conv-type op absorbed (see the module
-    docstring): the conv always, the bn when ``known`` (every layer the file names)
-    has it; each block's layers in conv, bn, act order."""
+    docstring): the bn when ``known`` (every layer the file names) has it, the conv
+    when a bn was folded or ``known`` has it; each block's layers in conv, bn, act
+    order."""
     names = list(layers)
     if kind in CONV_KINDS:
         for layer in layers:
             prefix, _, last = layer.rpartition(".")
-            if prefix and last in _FOLDED:  # the conv is named after its bn or act
-                names += [f"{prefix}.conv"] + [f"{prefix}.bn"] * (f"{prefix}.bn" in known)
+            if not prefix or last not in _FOLDED:
+                continue
+            bn = last == "bn" or f"{prefix}.bn" in known  # a conv named after its bn
+            names += [f"{prefix}.bn"] * bn
+            names += [f"{prefix}.conv"] * (bn or f"{prefix}.conv" in known)
     return _ordered(names)
 
 
@@ -136,3 +114,16 @@ def _adopt(op: FileOp, ops: Sequence[FileOp], owner: dict[int, int],
     for index in ((*readers, *writers) if op.kind in CONV_KINDS else (*writers, *readers)):
         owner[op.index] = owner[index]
         return
+
+
+def layer_text(layers: Sequence[str]) -> str:
+    """Layers of one row, those of one block folded: ``stage2.unit1.dw.{conv,bn,act}``."""
+    groups: dict[str, list[str]] = {}
+    for layer in layers:
+        prefix, _, last = layer.rpartition(".")
+        groups.setdefault(prefix, []).append(last)
+    parts = []
+    for prefix, lasts in groups.items():
+        head = f"{prefix}." if prefix else ""
+        parts.append(f"{head}{lasts[0]}" if len(lasts) == 1 else f"{head}{{{','.join(lasts)}}}")
+    return " + ".join(parts)

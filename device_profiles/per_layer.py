@@ -79,6 +79,7 @@ class LayerRow:
     roofline_fraction: float | None
     kernel: str | None
     flags: tuple[str, ...]
+    tensor: str | None = None  # the output of the row's last file op (Model Explorer's key)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ def join(times: OpTimes, ops: Sequence[FileOp], costs: Sequence[LayerCost], *,
             layers, timed.kind, timed.name, group, timed.ms,
             timed.ms / total if total and timed.ms is not None else None, macs, moved, gmacs,
             gmacs / device.peak_gmacs if gmacs and device.peak_gmacs else None,
-            timed.kernel, ()))
+            timed.kernel, (), ops[group[-1]].outputs[0] if group and ops[group[-1]].outputs
+            else None))
     rows = _flagged(rows, device)
     return PerLayer(times.method, tuple(rows), total, times.whole_ms,
                     tuple(r.name for r in rows if not r.layers))
@@ -173,3 +175,45 @@ def of_file(path: Path, times: OpTimes, *, device: Device) -> PerLayer:
         data = tflite_cost.read(path)
         ops, cost = tflite_cost.file_ops(data), tflite_cost.analyze(data, name=path.name)
     return join(times, ops, cost.layers, device=device, onnx=path.suffix == ".onnx")
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """One set of layers in two builds of a model (e.g. int8 against float): the time
+    each spent on them, and what ran them."""
+
+    layers: tuple[str, ...]
+    ms: float
+    reference_ms: float
+    kinds: tuple[str, ...]
+    kernels: tuple[str, ...]
+    flags: tuple[str, ...]
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ms / self.reference_ms if self.reference_ms else None
+
+
+def _by_layers(table: PerLayer) -> dict[frozenset[str], list[LayerRow]]:
+    groups: dict[frozenset[str], list[LayerRow]] = {}
+    for row in table.rows:
+        if row.layers:
+            groups.setdefault(frozenset(row.layers), []).append(row)
+    return groups
+
+
+def compare(table: PerLayer, reference: PerLayer) -> tuple[LayerPair, ...]:
+    """The layers both tables time, slowest extra time first: ``table``'s ops on a set
+    of layers (a fused op's, or the several ops one layer became) against
+    ``reference``'s ops on the same set."""
+    ours, theirs = _by_layers(table), _by_layers(reference)
+    pairs = []
+    for key in ours.keys() & theirs.keys():
+        rows = ours[key]
+        pairs.append(LayerPair(
+            rows[0].layers, sum(r.ms or 0.0 for r in rows),
+            sum(r.ms or 0.0 for r in theirs[key]),
+            tuple(dict.fromkeys(r.kind for r in rows)),
+            tuple(dict.fromkeys(r.kernel or "-" for r in rows)),
+            tuple(dict.fromkeys(f for r in rows for f in r.flags))))
+    return tuple(sorted(pairs, key=lambda p: (-(p.ms - p.reference_ms), p.layers)))

@@ -14,8 +14,9 @@ from typing import Any
 
 from scipy.stats import spearmanr
 
-from device_profiles.per_layer import PerLayer
+from device_profiles.html_report import write_html, write_node_data
 from device_profiles.measurement import Measurement
+from device_profiles.per_layer import PerLayer
 from mobilectl.core.files import write_atomic
 
 PLOT_NAME = "latency_vs_macs.png"
@@ -141,4 +142,8 @@ def write_report(out: Path, measurements: Sequence[Measurement], *, device: str,
                     plot_name=PLOT_NAME if plotted else None, failures=failures)
     write_atomic(out / "profile.md", text.encode())
     summary["report"] = str(out / "profile.md")
+    page = write_html(out, measurements, device=device)
+    summary["html"] = str(page) if page else None
+    summary["node_data"] = [str(write_node_data(out, m.artifact, m.per_layer, device=m.device))
+                            for m in measurements if m.per_layer]
     return summary

@@ -390,7 +390,8 @@ def profile_cmd(
         for measurement in result.summary["measurements"]:
             if measurement["per_layer"]:
                 out.print(per_layer_table(measurement, width=out.width))
-        out.print(f"report: {result.summary['report']}")
+        out.print(f"report: {result.summary['report']}"
+                  + (f", {result.summary['html']}" if result.summary.get("html") else ""))
     for note in result.warnings:
         err.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
     if result.failures:

@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
+from device_profiles.layer_map import layer_text
 from mobilectl.core.manifest import ManifestEntry
 
 WRAP_MIN = 18  # the narrowest a wrapping column gets
@@ -220,19 +221,6 @@ def build_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     body = [[r["artifact"], r["status"], f"{r['seconds']:.1f}", ", ".join(r["files"]),
              r["error"] or ""] for r in rows]
     return fitted("mobilectl build", columns, body, width=width)
-
-
-def layer_text(layers: Sequence[str]) -> str:
-    """Layers of one row, those of one block folded: ``stage2.unit1.dw.{conv,bn,act}``."""
-    groups: dict[str, list[str]] = {}
-    for layer in layers:
-        prefix, _, last = layer.rpartition(".")
-        groups.setdefault(prefix, []).append(last)
-    parts = []
-    for prefix, lasts in groups.items():
-        head = f"{prefix}." if prefix else ""
-        parts.append(f"{head}{lasts[0]}" if len(lasts) == 1 else f"{head}{{{','.join(lasts)}}}")
-    return " + ".join(parts)
 
 
 PER_LAYER_ROWS = 15

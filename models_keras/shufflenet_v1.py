@@ -67,10 +67,15 @@ def shuffle_unit(x: keras.KerasTensor, out_channels: int, *, groups: int, stride
     y = depthwise_bn(y, 3, strides=strides, act=None, name=f"{name}.dw")
     y = conv_bn(y, branch_out, 1, groups=groups, act=None, name=f"{name}.gconv2")
     if strides == 2:
+        # ReLU(concat(pool, y)) = concat(pool, ReLU(y)): x is a ReLU's (or the stem's
+        # max-pooled ReLU's) output, so its average pool is already non-negative. The
+        # ReLU on the branch alone fuses into the converter's ADD (the folded bn); a
+        # ReLU after the concat stays a standalone int8 RELU, which XNNPACK does not
+        # run (LiteRT's builtin kernel took 0.36 ms per stride-2 unit at 224 px).
+        y = layers.ReLU(name=f"{name}.act")(y)
         shortcut = layers.AveragePooling2D(3, strides=2, padding="same", name=f"{name}.shortcut")(x)
-        y = layers.Concatenate(name=f"{name}.concat")([shortcut, y])
-    else:
-        y = layers.Add(name=f"{name}.add")([x, y])
+        return layers.Concatenate(name=f"{name}.concat")([shortcut, y])
+    y = layers.Add(name=f"{name}.add")([x, y])
     return layers.ReLU(name=f"{name}.act")(y)
 
 

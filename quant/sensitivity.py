@@ -20,7 +20,8 @@ import numpy as np
 
 from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Precision
-from quant.tflite_quant import layer_names_in, make_converter, representative
+from mobilectl.core.names import layers_in
+from quant.tflite_quant import make_converter, representative
 
 IDEAL_RMSE_STEPS = 1 / math.sqrt(12)  # uniform rounding noise, in quantization steps
 NO_LAYER = "-"  # an op no Keras layer computes (e.g. the converter's output softmax)
@@ -67,7 +68,7 @@ def _steps(mse: str, scale: str) -> float:
 
 
 def _row(rank: int, row: dict[str, str], known: set[str]) -> LayerSensitivity:
-    names = tuple(n for n in layer_names_in(row["tensor_name"]) if n in known)
+    names = tuple(n for n in layers_in(row["tensor_name"]) if n in known)
     convs = [n for n in names if n.endswith((".conv", ".fc", ".reduce", ".expand"))]
     return LayerSensitivity(
         rank=rank, layer=(convs or list(names) or [NO_LAYER])[-1], layers=names,

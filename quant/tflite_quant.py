@@ -10,15 +10,16 @@ input/output tensor types). Builtin ops only: the converter never falls back to 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from mobilectl.core.errors import UserError, nearest
+from mobilectl.core.names import layers_in
 from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import IoType, Precision
+from quant.tflite_forms import for_tflite
 
 
 def _batch_one(model: Any) -> Any:
@@ -34,6 +35,7 @@ def make_converter(model: Any, *, precision: Precision, calibration: np.ndarray 
     builtin ops only)."""
     import tensorflow as tf  # heavy: only when a model is converted
 
+    model = for_tflite(model, int8=precision == Precision.INT8)  # ops XNNPACK runs
     with third_party_output():  # Keras' export prints a banner and the captured variables
         converter = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -80,25 +82,13 @@ def convert_mixed(converter: Any, calibration: np.ndarray, keep_float: Sequence[
     return bytes(debugger.get_nondebug_quantized_model())
 
 
-def layer_names_in(tensor_name: str) -> list[str]:
-    """Keras layer names inside a TFLite tensor name (``scope/stage1.dw.conv_1/op;...``):
-    path segments with the ``_N`` call suffix removed, duplicates dropped, in order."""
-    found: list[str] = []
-    for part in tensor_name.split(";"):
-        for segment in part.split("/")[1:-1] or part.split("/")[:1]:
-            base = re.sub(r"_\d+$", "", segment)
-            if base and base not in found:
-                found.append(base)
-    return found
-
-
 def tensors_of_layers(flatbuffer: bytes, layers: Sequence[str], *, model_name: str) -> list[str]:
     """Output tensor names of the ops that compute the named Keras layers; a name no op
     computes is an error listing the nearest quantizable layer."""
     known: dict[str, list[str]] = {}
     for op in op_details(flatbuffer):
         for out in op["output_names"]:
-            for layer in layer_names_in(out):
+            for layer in layers_in(out):
                 known.setdefault(layer, []).append(out)
     missing = [name for name in layers if name not in known]
     if missing:

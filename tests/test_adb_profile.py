@@ -166,3 +166,36 @@ def test_remote_adb_server_and_parallel_devices(connect_device, benchmark_binary
     assert code == 0, err
     devices = {m["device"] for m in json.loads(out)["measurements"]}
     assert devices == {f"pixel:{first.serial}", f"pixel:{second.serial}"}
+
+
+def test_per_layer_on_the_phone_from_benchmark_model_op_tables(
+        connect_device, benchmark_binary, small_models, tmp_path, capsys) -> None:
+    device = connect_device()
+    code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path),
+                          str(small_models[0]), "--per-layer"], capsys)
+    assert code == 0, err
+    [m] = json.loads(out)["measurements"]
+    table = m["per_layer"]
+    assert table["method"].startswith("benchmark_model --enable_op_profiling")
+    assert table["rows"] and all(r["ms"] is not None for r in table["rows"])
+    assert [r["ops"] for r in table["rows"]] == [[i] for i in range(len(table["rows"]))]
+    assert sum(r["macs"] for r in table["rows"]) == pytest.approx(m["macs"], rel=0.005)
+    assert {"stem.conv", "classifier.fc"} <= {n for r in table["rows"] for n in r["layers"]}
+    assert "--enable_op_profiling=true" in device.taskset_log()[-1]
+
+
+def test_per_layer_without_op_tables_keeps_whole_model_figures(
+        connect_device, benchmark_binary, small_models, tmp_path, capsys) -> None:
+    device = connect_device("no_op_profiling")
+    code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path),
+                          str(small_models[0]), "--per-layer"], capsys)
+    assert code == 0, err
+    [m] = json.loads(out)["measurements"]
+    assert m["per_layer"] is None and m["latency"]["median_ms"] > 0
+    [line] = [l for l in err.splitlines() if l.startswith("warning:")]
+    assert "printed no op-profiling tables" in line and "whole-model figures only" in line
+    code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path),
+                          str(small_models[0]), "--per-layer", "--delegate", "gpu"], capsys)
+    assert code == 0, err
+    assert "--per-layer needs --delegate cpu" in err
+    assert json.loads(out)["measurements"][0]["per_layer"] is None

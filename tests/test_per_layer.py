@@ -1,0 +1,153 @@
+"""Per-layer latency for real: every op timed on this machine (TFLite ops cut from the
+flatbuffer, onnxruntime's session profiling), on the test phone (benchmark_model's op
+tables), tied to Keras layers and joined with the file's MACs; and the int8 TFLite
+graphs XNNPACK runs whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import run
+
+
+@pytest.fixture(scope="module")
+def v3_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MobileNet V3 Small at 64 px, TFLite fp32 + int8 and ONNX fp32, with a manifest."""
+    from exporter.pipeline import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("v3")
+    knobs = {"resolution": 64}
+    export("mobilenet_v3_small", knobs=knobs, options=ExportOptions(held_out=2), out=out)
+    export("mobilenet_v3_small", knobs=knobs, options=ExportOptions(
+        precision="int8", formats=("tflite",), calib_samples=8, held_out=2), out=out)
+    return out
+
+
+def _by_artifact(out: str) -> dict[str, dict]:
+    return {m["artifact"]: m for m in json.loads(out)["measurements"]}
+
+
+def test_host_per_layer_tflite_and_onnx(v3_models: Path, tmp_path: Path, capsys) -> None:
+    code, out, err = run(["profile", str(v3_models / "manifest.json"), "--per-layer",
+                          "--runs", "5", "--warmup", "1", "--threads", "1", "--out",
+                          str(tmp_path), "--json"], capsys)
+    assert code == 0, err
+    found = _by_artifact(out)
+    assert len(found) == 3
+    for name, m in found.items():
+        table = m["per_layer"]
+        rows = table["rows"]
+        assert rows and table["sum_ms"] > 0 and 0.2 < table["parts_over_whole"] < 5, name
+        assert all(r["ms"] is not None and r["ms"] >= 0 for r in rows)
+        assert abs(sum(r["share"] for r in rows) - 1) < 1e-6
+        convs = [r for r in rows if r["macs"] > 0]
+        assert convs and all(r["gmacs"] > 0 and r["layers"] for r in convs), name
+        assert sum(r["macs"] for r in rows) == pytest.approx(m["macs"], rel=0.01), name
+        mapped = {layer for r in rows for layer in r["layers"]}
+        assert {"stem.conv", "stage1.unit1.dw.conv", "classifier.fc"} <= mapped, name
+        assert set(table["unmapped"]) == {r["name"] for r in rows if not r["layers"]}
+    tflite = found["mobilenet_v3_small_fp32.tflite"]["per_layer"]
+    assert {r["kernel"] for r in tflite["rows"]} == {"xnnpack"}  # float: every op in XNNPACK
+    assert [r["ops"] for r in tflite["rows"]] == [[i] for i in range(len(tflite["rows"]))]
+    onnx_rows = found["mobilenet_v3_small_fp32.onnx"]["per_layer"]["rows"]
+    fused = [r for r in onnx_rows if any({f"{p}.conv", f"{p}.bn", f"{p}.act"} <= set(r["layers"])
+                                         for p in {n.rpartition(".")[0] for n in r["layers"]})]
+    assert fused, "onnxruntime's conv fused with its activation is one row naming all three"
+    report = (tmp_path / "profile.md").read_text()
+    assert "## Per layer: mobilenet_v3_small_fp32.onnx" in report and "| stem.conv" in report
+
+
+def test_per_layer_table_in_the_terminal(v3_models: Path, tmp_path: Path, capsys,
+                                         monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run(["profile", str(v3_models / "mobilenet_v3_small_fp32.tflite"),
+                          "--per-layer", "--runs", "3", "--warmup", "1", "--out",
+                          str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "slowest 15 of" in out and "ops sum to" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_int8_tflite_runs_in_xnnpack(v3_models: Path) -> None:
+    """Hard-swish is written in ops XNNPACK takes in int8: no op of the int8 file falls
+    back to LiteRT's builtin kernels except the two XNNPACK lacks in int8 (MINIMUM, the
+    hard-sigmoid's clamp at 1, and SOFTMAX), and no HARD_SWISH is left; the float file
+    keeps HARD_SWISH (XNNPACK runs it in float)."""
+    from device_profiles.op_bench import single_op_models
+    from exporter import tflite as tflite_export
+
+    int8 = (v3_models / "mobilenet_v3_small-c8_int8.tflite").read_bytes()
+    assert "HARD_SWISH" not in tflite_export.op_types(int8)
+    assert "HARD_SWISH" in tflite_export.op_types(
+        (v3_models / "mobilenet_v3_small_fp32.tflite").read_bytes())
+    builtin = {kind for kind, _, cut in single_op_models(int8) if not _delegated(cut)}
+    assert builtin <= {"MINIMUM", "SOFTMAX"}, builtin
+
+
+def _delegated(cut: bytes) -> bool:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runtime = Interpreter(model_content=cut)
+    runtime.allocate_tensors()
+    return "DELEGATE" in {d["op_name"] for d in runtime._get_ops_details()}  # noqa: SLF001
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v1", "espnetv2"])
+def test_grouped_convs_and_prelu_for_xnnpack(name: str) -> None:
+    """Grouped convs convert to one grouped CONV_2D with the bn folded in (no SPLIT,
+    no bn MUL/ADD), PReLU to ops XNNPACK takes in int8; same numbers as Keras."""
+    import keras
+
+    from exporter import tflite as tflite_export
+    from models_keras import build_model
+    from models_keras.training import recalibrate_batch_norm
+    from mobilectl.core.types import Precision
+
+    keras.utils.set_random_seed(0)
+    model = build_model(name, resolution=64, num_classes=10)
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
+    recalibrate_batch_norm(model, x)  # bn shifts away from zero, as in a trained model
+    expected = np.asarray(model(x[:2], training=False))
+    fp32 = tflite_export.convert(model)
+    np.testing.assert_allclose(tflite_export.run(fp32, x[:2]), expected, atol=1e-4)
+    ops = tflite_export.op_types(fp32)
+    groups = sum(getattr(layer, "groups", 1) > 1 for layer in model.layers)
+    assert groups and ops.count("CONV_2D") + ops.count("DEPTHWISE_CONV_2D") >= groups
+    assert "SPLIT" not in ops or name == "espnetv2"  # ESPNetv2 splits its EESP branches
+    int8 = tflite_export.convert(model, precision=Precision.INT8, calibration=x)
+    assert "PRELU" not in tflite_export.op_types(int8)
+    if name == "shufflenet_v1":
+        assert ops.count("MUL") == 0 and "RELU" not in tflite_export.op_types(int8)
+
+
+def test_html_report_and_model_explorer_node_data(v3_models: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    """One self-contained HTML page (charts inlined, nothing fetched), with the int8
+    against float chart, and node data Model Explorer reads and can place on its graph
+    of the same file."""
+    import dacite
+    from model_explorer.builtin_tflite_flatbuffer_adapter import BuiltinTfliteFlatbufferAdapter
+    from model_explorer.node_data_builder import GraphNodeData
+
+    tflites = sorted(str(p) for p in v3_models.glob("*.tflite"))
+    code, out, err = run(["profile", *tflites, "--per-layer", "--runs", "3", "--warmup", "1",
+                          "--out", str(tmp_path), "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    page = Path(summary["html"]).read_text()
+    assert page.count("<img ") == 7  # two artifacts x (bars, scatter) + int8 vs float
+    assert "int8 vs mobilenet_v3_small_fp32.tflite" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for path in summary["node_data"]:
+        data = json.loads(Path(path).read_text())
+        dacite.from_dict(GraphNodeData, data, config=dacite.Config(strict=True))
+        model = v3_models / Path(path).name.removesuffix(".node_data.json")
+        graph = BuiltinTfliteFlatbufferAdapter().convert(str(model), {})
+        names = {a["value"] for g in graph["graphCollections"][0].graphs for n in g["nodes"]
+                 for m in n.get("outputsMetadata", []) for a in m["attrs"]
+                 if a["key"] == "tensor_name"}
+        assert data["results"] and set(data["results"]) <= names
