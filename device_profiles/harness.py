@@ -170,11 +170,12 @@ def _settings(profile: Profile, options: ProfileOptions) -> tuple[int, int, int]
 def _measurement(artifact: Artifact, *, device: str, backend: str, threads: int,
                  delegate: str, latency: Latency, init_ms: float | None,
                  peak_memory_mb: float | None, peak_gmacs: float | None,
-                 layers: tuple[PerLayer | None, str | None] = (None, None)) -> Measurement:
+                 layers: tuple[PerLayer | None, str | None] = (None, None),
+                 first_ms: float | None = None) -> Measurement:
     return Measurement(artifact.path.name, artifact.model, artifact.fmt, artifact.precision,
                        artifact.macs, artifact.params, artifact.path.stat().st_size, device,
                        backend, threads, delegate, latency, init_ms, peak_memory_mb, peak_gmacs,
-                       *layers)
+                       *layers, first_ms)
 
 
 ELEMENT_BYTES = {Precision.INT8: 1, Precision.FP16: 2}
@@ -226,7 +227,8 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
         result.measurements.append(_measurement(
             artifact, device="host", backend=done.backend, threads=threads, delegate="cpu",
             latency=done.latency, init_ms=done.init_ms, peak_memory_mb=done.peak_memory_mb,
-            peak_gmacs=roof.peak(artifact.precision), layers=layers))
+            peak_gmacs=roof.peak(artifact.precision), layers=layers,
+            first_ms=done.first_inference_ms))
         time.sleep(profile.cooldown_s)
     return result
 
@@ -346,7 +348,7 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
                 init_ms=parsed.init_ms, peak_memory_mb=parsed.memory_overall_mb,
                 peak_gmacs=profile.roofline.peak(artifact.precision),
                 layers=_device_layers(artifact, output, profile.roofline) if options.per_layer
-                else (None, None)))
+                else (None, None), first_ms=parsed.first_inference_ms))
             time.sleep(profile.cooldown_s)
     except DeviceLost as exc:
         if not any(str(exc) in failure for failure in result.failures):

@@ -98,7 +98,8 @@ def run_tflite(model: Path, *, threads: int, runs: int, warmup: int,
                       p5_ms=lat.get("p5_ms"), p95_ms=lat.get("p95_ms"),
                       mean_ms=float(lat["avg_ms"]), std_ms=float(lat["std_ms"]),
                       min_ms=float(lat["min_ms"]), max_ms=float(lat["max_ms"]))
-    return BackendRun(latency, lat.get("init_ms"), peak, "litert benchmark_litert_model")
+    return BackendRun(latency, lat.get("init_ms"), peak, "litert benchmark_litert_model",
+                      lat.get("warmup_first_ms") if warmup else None)
 
 
 def check_shapes(model: Path, input_shapes: InputShapes) -> None:
@@ -121,7 +122,7 @@ def run_onnx(model: Path, *, threads: int, runs: int, warmup: int,
                             "--warmup", str(warmup), *shapes])
     data = json.loads(stdout)
     return BackendRun(Latency.from_samples(data["samples_ms"]), data["init_ms"], peak,
-                      "onnxruntime CPU")
+                      "onnxruntime CPU", data.get("first_ms"))
 
 
 #: one runner per artifact format

@@ -55,6 +55,7 @@ class BackendRun:
     init_ms: float | None
     peak_memory_mb: float | None
     backend: str
+    first_inference_ms: float | None = None  # the first run after loading (cold)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Measurement:
     peak_gmacs: float | None = None  # the profile's roofline for this precision
     per_layer: PerLayer | None = None  # with --per-layer
     per_layer_error: str | None = None  # why there is no per-layer table, when asked
+    first_inference_ms: float | None = None  # the first run after loading (cold)
 
     @property
     def gmacs(self) -> float | None:

@@ -103,7 +103,8 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *
     """A Markdown report (fit for a CI job summary)."""
     lines = [f"# Latency on {device}", "",
              "| model | format | precision | MACs | params | size | median ms | p5-p95 ms | "
-             "GMAC/s | % roofline | peak MB | noisy |", "|" + "---|" * 12]
+             "GMAC/s | % roofline | load ms | first run ms | peak MB | noisy |",
+             "|" + "---|" * 14]
     for m in measurements:
         lat = m.latency
         lines.append(
@@ -111,6 +112,7 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *
             f"| {_fmt(m.params and m.params / 1e6, '.2f', 'M')} | {m.size_bytes / 2**20:.2f} MiB "
             f"| {lat.median_ms:.3f} | {_fmt(lat.p5_ms, '.3f')}-{_fmt(lat.p95_ms, '.3f')} "
             f"| {_fmt(m.gmacs, '.2f')} | {_fmt(m.roofline_fraction and 100 * m.roofline_fraction, '.1f', '%')} "
+            f"| {_fmt(m.init_ms, '.1f')} | {_fmt(m.first_inference_ms, '.2f')} "
             f"| {_fmt(m.peak_memory_mb, '.0f')} | {'yes' if lat.noisy else ''} |")
     lines += ["", "Spearman rank correlation of MACs and median latency:", ""]
     for name, c in correlation.items():

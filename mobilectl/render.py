@@ -191,6 +191,7 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
                Column("MACs", right=True, drop=2), Column("size", right=True, drop=6),
                Column("median ms", right=True), Column("p5-p95 ms", right=True, drop=1),
                Column("GMAC/s", right=True, drop=5), Column("% roofline", right=True, drop=7),
+               Column("load ms", right=True, drop=10), Column("1st ms", right=True, drop=11),
                Column("peak MB", right=True, drop=8), Column("", drop=9))
     body = []
     for m in summary["measurements"]:
@@ -199,6 +200,7 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
                      mebibytes(m["size_bytes"]), f"{lat['median_ms']:.3f}",
                      f"{_num(lat['p5_ms'], '.3f')}-{_num(lat['p95_ms'], '.3f')}",
                      _num(m["gmacs"], ".2f"), "-" if frac is None else f"{100 * frac:.1f}%",
+                     _num(m["init_ms"], ".1f"), _num(m["first_inference_ms"], ".2f"),
                      _num(m["peak_memory_mb"], ".0f"), "noisy" if lat["noisy"] else ""])
     rho = [f"{k}: {v['rho']:.2f}" for k, v in summary["spearman_macs_latency"].items()
            if v["rho"] is not None]

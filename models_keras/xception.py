@@ -55,7 +55,8 @@ def down_block(x: keras.KerasTensor, filters: tuple[int, int], *, relu_first: bo
 
 def _stem(x: keras.KerasTensor) -> keras.KerasTensor:
     for i, (filters, strides) in enumerate(((32, 2), (64, 1)), start=1):
-        x = layers.Conv2D(filters, 3, strides=strides, use_bias=False, name=f"stem.conv{i}")(x)
+        x = layers.Conv2D(filters, 3, strides=strides, use_bias=False,
+                          name=f"stem.conv{i}.conv")(x)
         x = _bn(x, f"stem.conv{i}")
         x = layers.ReLU(name=f"stem.conv{i}.act")(x)
     return x

@@ -3,7 +3,7 @@ takes, applied to the Keras model just before TF's converter (so export and
 sensitivity convert the same graph).
 
 Every precision: a grouped convolution computed group by group (``GroupConv2D``,
-which tf2onnx needs) becomes Keras' own ``Conv2D(groups=g)``: the converter writes one
+which tf2onnx needs) becomes one grouped ``tf.nn.convolution``: the converter writes one
 grouped ``CONV_2D`` that XNNPACK runs and folds the batch norm after it into it, where
 split/conv/concat left the bn as ``MUL`` and ``ADD`` ops whose per-channel int8
 constants XNNPACK does not take (ShuffleNet V1 at 224 px, int8: 3.5 ms of 6.1 ms in
@@ -59,19 +59,31 @@ def _layers() -> dict[str, Any]:
         def call(self, x):
             return x + keras.ops.minimum(x, 0.0) * (self.alpha - 1.0)
 
-    return {"hard_swish": HardSwishInt8, "prelu": PReLUInt8}
+    class GroupedConv2D(keras.layers.Conv2D):
+        """``Conv2D(groups)`` traced as TensorFlow's own grouped conv. (Keras compiles
+        grouped convs with XLA on CPU, and the ops of that compiled function lose the
+        layer's name scope in the converted file.) Never run, only converted."""
+
+        def convolution_op(self, inputs, kernel):
+            import tensorflow as tf  # heavy: only when a model is converted
+
+            return tf.nn.convolution(inputs, kernel, strides=list(self.strides),
+                                     padding=self.padding.upper(),
+                                     dilations=list(self.dilation_rate))
+
+    return {"hard_swish": HardSwishInt8, "prelu": PReLUInt8, "grouped_conv": GroupedConv2D}
 
 
 def _replacement(layer: Any, *, int8: bool) -> Any | None:
     """The fast twin of ``layer`` (same name and weights), or None to keep it."""
     import keras  # heavy: only when a model is converted
 
+    forms = _layers()
     if (isinstance(layer, keras.layers.Conv2D) and type(layer) is not keras.layers.Conv2D
             and layer.groups > 1):
-        return keras.layers.Conv2D.from_config(layer.get_config())
+        return forms["grouped_conv"].from_config(layer.get_config())
     if not int8:
         return None
-    forms = _layers()
     if isinstance(layer, keras.layers.Activation) and layer.get_config().get(
             "activation") in ("hard_swish", "hard_silu"):
         return forms["hard_swish"](name=layer.name)

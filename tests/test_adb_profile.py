@@ -176,6 +176,7 @@ def test_per_layer_on_the_phone_from_benchmark_model_op_tables(
     assert code == 0, err
     [m] = json.loads(out)["measurements"]
     table = m["per_layer"]
+    assert m["init_ms"] > 0 and m["first_inference_ms"] > 0
     assert table["method"].startswith("benchmark_model --enable_op_profiling")
     assert table["rows"] and all(r["ms"] is not None for r in table["rows"])
     assert [r["ops"] for r in table["rows"]] == [[i] for i in range(len(table["rows"]))]

@@ -13,7 +13,7 @@ import pytest
 from exporter import onnx as onnx_export
 from exporter import onnx_mobile
 from exporter import tflite as tflite_export
-from device_profiles import onnx_cost, tflite_cost
+from device_profiles import layer_map, onnx_cost, tflite_cost
 from models_keras.analysis import analyze_model
 from models_keras.layers import StridedDilatedDepthwiseConv2D
 from models_keras.registry import ModelSpec, family_representatives
@@ -78,6 +78,8 @@ def test_converts_with_builtin_ops_and_same_numbers(spec: ModelSpec) -> None:
     np.testing.assert_allclose(onnx_export.run(nhwc, x, layout=Layout.NHWC), expected, atol=1e-4)
     _assert_lean(spec, model, proto)
     _assert_mobile_no_worse(spec, proto)
+    _assert_layers_mapped(spec, model, tflite_cost.file_ops(flatbuffer), "tflite")
+    _assert_layers_mapped(spec, model, onnx_cost.file_ops(proto), "onnx")
 
     if spec.family.startswith("shufflenet"):  # the channel shuffle lowers to these
         assert {"RESHAPE", "TRANSPOSE"} <= ops and {"Reshape", "Transpose"} <= types
@@ -101,6 +103,20 @@ def _assert_lean(spec: ModelSpec, model, proto) -> None:
             assert not consts & set(node.input), f"{spec.name}: unfolded scale {node.name}"
         if node.op_type in RESHAPES:
             assert not RESHAPES & set(before), f"{spec.name}: reshape chain at {node.name}"
+
+
+def _assert_layers_mapped(spec: ModelSpec, model, ops, fmt: str) -> None:
+    """Per-layer latency can name every Keras layer that computes: each layer with MACs
+    is named by some op of the file (the names the converter leaves); the only op tied
+    to no layer is TFLite's softmax on the model output."""
+    known = layer_map.known_layers(ops)
+    mapped = {layer for op in ops for layer in layer_map.op_layers(op, known)}
+    costly = {row.name for row in analyze_model(model).layers if row.macs > 0}
+    assert costly <= mapped, (spec.name, fmt, sorted(costly - mapped)[:5])
+    assert mapped <= {layer.name for layer in model.layers}, (spec.name, fmt, sorted(
+        mapped - {layer.name for layer in model.layers})[:5])
+    unmapped = [op.kind for op in ops if not layer_map.op_layers(op, known)]
+    assert unmapped in ([], ["SOFTMAX"]), (spec.name, fmt, unmapped)
 
 
 def _assert_mobile_no_worse(spec: ModelSpec, proto) -> None:

@@ -39,6 +39,7 @@ def test_host_per_layer_tflite_and_onnx(v3_models: Path, tmp_path: Path, capsys)
     found = _by_artifact(out)
     assert len(found) == 3
     for name, m in found.items():
+        assert m["init_ms"] > 0 and m["first_inference_ms"] > 0 and m["peak_memory_mb"] > 0
         table = m["per_layer"]
         rows = table["rows"]
         assert rows and table["sum_ms"] > 0 and 0.2 < table["parts_over_whole"] < 5, name
