@@ -146,7 +146,8 @@ def _section(m: Measurement, table: PerLayer, pair: PerLayer | None, pair_name: 
              f'<img alt="time vs MACs" src="{scatter(table, title="time vs MACs per op")}">']
     if pair is not None:
         pairs = compare(table, pair)
-        parts.append(f'<img alt="int8 vs float" src="'
+        parts.append(f"<h3>int8 vs {html.escape(pair_name)}, per layer</h3>"
+                     f'<img alt="int8 vs float" src="'
                      f'{ratio_chart(pairs, title=f"int8 vs {pair_name}")}">')
     parts.append(_table(table))
     return "\n".join(parts)

@@ -76,13 +76,33 @@ def _transposes_past_scalar_adds() -> Iterator[None]:
             value = constant.get_tensor_value(as_list=False)
             if value.ndim == 0:
                 constant.set_tensor_value(value.reshape(1))
-        return original(self, trans, node)
+        with _bias_fold_keeps_the_name(self._g, trans.inputs[0]):  # noqa: SLF001
+            return original(self, trans, node)
 
     TransposeOptimizer._add_handler = handler  # noqa: SLF001
     try:
         yield
     finally:
         TransposeOptimizer._add_handler = original  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def _bias_fold_keeps_the_name(graph: Any, conv: Any) -> Iterator[None]:
+    """The conv tf2onnx makes when it folds an ``Add`` into ``conv``'s bias named after
+    ``conv`` (it would get a generated ``Conv__N``, and per-layer latency could no longer
+    tell which Keras layer it computes)."""
+    make_node = graph.make_node
+
+    def named(op_type: str, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if conv is not None and op_type == conv.type and not kwargs.get("name"):
+            kwargs["name"] = f"{conv.name}_biased"
+        return make_node(op_type, inputs, *args, **kwargs)
+
+    graph.make_node = named
+    try:
+        yield
+    finally:
+        del graph.make_node  # the class's method again
 
 
 @contextlib.contextmanager

@@ -442,6 +442,37 @@ def _prelu_parts(index: _Index, add: Any) -> tuple[str, np.ndarray, list[Any]] |
     return relu.input[0], scale, [relu, mul, inner, neg]
 
 
+def _unshared_gemms(proto: Any) -> int:
+    """A ``Gemm(a, b, c)`` beside a ``MatMul(a, b)`` of the same inputs computes the
+    product twice: onnxruntime's optimiser fuses ``MatMul + Add`` into a Gemm even when
+    the MatMul's output has other readers (MobileNet V3's hidden dense layer before
+    hard-swish: ``x * relu6(x + 3)``). The Gemm becomes ``Add(MatMul, c)`` again."""
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
+
+    products = {tuple(n.input[:2]): n for n in proto.graph.node if n.op_type == "MatMul"}
+    changed = 0
+    for gemm in list(proto.graph.node):
+        matmul = products.get(tuple(gemm.input[:2])) if gemm.op_type == "Gemm" else None
+        if (matmul is None or len(gemm.input) != 3 or _attr(gemm, "transA", 0)
+                or _attr(gemm, "transB", 0) or _attr(gemm, "alpha", 1.0) != 1.0
+                or _attr(gemm, "beta", 1.0) != 1.0):
+            continue
+        _replace(proto, gemm, helper.make_node("Add", [matmul.output[0], gemm.input[2]],
+                                               list(gemm.output), name=gemm.name), [])
+        changed += 1
+    return changed
+
+
+def _unused_initializers(proto: Any) -> int:
+    """Constants no node reads any more (left by the rewrites above)."""
+    read = {name for node in proto.graph.node for name in node.input}
+    read |= {o.name for o in proto.graph.output}
+    unused = [init for init in proto.graph.initializer if init.name not in read]
+    for init in unused:
+        proto.graph.initializer.remove(init)
+    return len(unused)
+
+
 def _pads_into_pools(proto: Any) -> int:
     """A constant zero spatial ``Pad`` whose only user is a pool, moved into the pool."""
     index, dropped = _Index(proto.graph), []
@@ -559,11 +590,13 @@ PASSES: tuple[GraphPass, ...] = (
     GraphPass("strided-convs", _strided_convs),
     GraphPass("flatten-in-nchw", _flattens_in_nchw),
     GraphPass("portable-optimise-again", _portable_optimise),
+    GraphPass("unshared-gemms", _unshared_gemms),
     GraphPass("unit-transposes", _unit_transposes_as_reshapes),
     GraphPass("reshape-chains", _collapse_reshape_chains),
     GraphPass("identity-reshapes", _drop_identity_reshapes),
     GraphPass("prelu", _prelus),
     GraphPass("pad-into-pool", _pads_into_pools),
+    GraphPass("unused-initializers", _unused_initializers),
 )
 
 

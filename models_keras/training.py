@@ -30,3 +30,22 @@ def recalibrate_batch_norm(model: Any, x: np.ndarray) -> None:
     model(x, training=True)
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
+
+
+def trained_scales(model: Any, x: np.ndarray, *, logit_std: float = 4.0) -> None:
+    """Give fresh weights the activation and output scales of a trained network, for
+    tests and benchmarks of speed (not accuracy): batch-norm statistics from ``x``
+    (the initial ones shrink activations layer by layer until int8 kernels refuse
+    their tiny scales), and the last dense layer scaled so its logits on ``x`` spread
+    by ``logit_std`` (fresh logits are near-uniform, which int8 rounds to a constant)."""
+    recalibrate_batch_norm(model, x)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        return
+    last = dense[-1]
+    logits = keras.Model(model.input, last.output)(x, training=False)
+    spread = float(np.std(np.asarray(logits)))
+    if spread > 0:
+        kernel, *rest = last.get_weights()
+        last.set_weights([kernel * (logit_std / spread), *[w * (logit_std / spread)
+                                                           for w in rest]])

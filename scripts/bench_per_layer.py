@@ -48,17 +48,18 @@ def _weights(name: str, resolution: int, work: Path) -> Path:
     import keras
 
     from models_keras import build_model
-    from models_keras.training import recalibrate_batch_norm
+    from models_keras.training import trained_scales
 
     keras.utils.set_random_seed(0)
     model = build_model(name, resolution=resolution)
-    recalibrate_batch_norm(model, _calibration(name, resolution).calibration)
+    trained_scales(model, _calibration(name, resolution).calibration)
     path = work / f"{name}.weights.h5"
     model.save_weights(path)
     return path
 
 
 def _ours(name: str, resolution: int, weights: Path, work: Path) -> list[dict[str, Any]]:
+    from exporter.options import Thresholds
     from exporter.pipeline import ExportOptions, export
 
     files = []
@@ -66,8 +67,8 @@ def _ours(name: str, resolution: int, weights: Path, work: Path) -> list[dict[st
         out = work / f"{name}-{precision}"
         export(name, knobs={"resolution": resolution}, weights=str(weights), out=out,
                options=ExportOptions(precision=precision, formats=("tflite",),
-                                     calib_samples=CALIB, held_out=4, min_cosine=-1.0,
-                                     min_sqnr_db=-200.0, min_top1=0.0))
+                                     calib_samples=CALIB, held_out=4, thresholds=Thresholds(
+                                         min_cosine=-1.0, min_sqnr_db=-200.0, min_top1=0.0)))
         [path] = out.glob("*.tflite")
         files.append({"model": name, "build": "mobilectl", "precision": precision, "path": path})
     return files

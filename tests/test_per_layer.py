@@ -16,15 +16,35 @@ from helpers import run
 
 @pytest.fixture(scope="module")
 def v3_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """MobileNet V3 Small at 64 px, TFLite fp32 + int8 and ONNX fp32, with a manifest."""
+    """MobileNet V3 Small at 64 px, TFLite fp32 + int8 and ONNX fp32, with a manifest.
+    Its batch norms' statistics are set from sample inputs, so activations keep the
+    scale of a trained network's (the initial statistics shrink them layer by layer
+    until LiteRT refuses int8 ops on their tiny scales)."""
+    import keras
+
+    from exporter.options import Thresholds
     from exporter.pipeline import ExportOptions, export
+    from models_keras import build_model
+    from models_keras.training import trained_scales
 
     out = tmp_path_factory.mktemp("v3")
-    knobs = {"resolution": 64}
-    export("mobilenet_v3_small", knobs=knobs, options=ExportOptions(held_out=2), out=out)
-    export("mobilenet_v3_small", knobs=knobs, options=ExportOptions(
-        precision="int8", formats=("tflite",), calib_samples=8, held_out=2), out=out)
+    keras.utils.set_random_seed(0)
+    model = build_model("mobilenet_v3_small", resolution=64)
+    trained_scales(model, np.random.default_rng(0).uniform(
+        -1, 1, (8, 64, 64, 3)).astype(np.float32))
+    weights = out.parent / "v3.weights.h5"
+    model.save_weights(weights)
+    loose = {"thresholds": Thresholds(min_cosine=-1.0, min_sqnr_db=-200.0, min_top1=0.0)}
+    for options in (ExportOptions(held_out=2, **loose), ExportOptions(
+            precision="int8", formats=("tflite",), calib_samples=8, held_out=2, **loose)):
+        export("mobilenet_v3_small", knobs={"resolution": 64}, weights=str(weights),
+               options=options, out=out)
     return out
+
+
+def _file(folder: Path, suffix: str) -> Path:
+    [path] = [p for p in folder.iterdir() if p.name.endswith(suffix)]
+    return path
 
 
 def _by_artifact(out: str) -> dict[str, dict]:
@@ -51,26 +71,35 @@ def test_host_per_layer_tflite_and_onnx(v3_models: Path, tmp_path: Path, capsys)
         mapped = {layer for r in rows for layer in r["layers"]}
         assert {"stem.conv", "stage1.unit1.dw.conv", "classifier.fc"} <= mapped, name
         assert set(table["unmapped"]) == {r["name"] for r in rows if not r["layers"]}
-    tflite = found["mobilenet_v3_small_fp32.tflite"]["per_layer"]
+    tflite = found[_file(v3_models, "fp32.tflite").name]["per_layer"]
     assert {r["kernel"] for r in tflite["rows"]} == {"xnnpack"}  # float: every op in XNNPACK
     assert [r["ops"] for r in tflite["rows"]] == [[i] for i in range(len(tflite["rows"]))]
-    onnx_rows = found["mobilenet_v3_small_fp32.onnx"]["per_layer"]["rows"]
+    onnx_rows = found[_file(v3_models, "fp32.onnx").name]["per_layer"]["rows"]
     fused = [r for r in onnx_rows if any({f"{p}.conv", f"{p}.bn", f"{p}.act"} <= set(r["layers"])
                                          for p in {n.rpartition(".")[0] for n in r["layers"]})]
     assert fused, "onnxruntime's conv fused with its activation is one row naming all three"
     report = (tmp_path / "profile.md").read_text()
-    assert "## Per layer: mobilenet_v3_small_fp32.onnx" in report and "| stem.conv" in report
+    assert f"## Per layer: {_file(v3_models, 'fp32.onnx').name}" in report
+    assert "| stem.conv" in report
 
 
-def test_per_layer_table_in_the_terminal(v3_models: Path, tmp_path: Path, capsys,
-                                         monkeypatch) -> None:
-    monkeypatch.setenv("COLUMNS", "80")
-    code, out, err = run(["profile", str(v3_models / "mobilenet_v3_small_fp32.tflite"),
-                          "--per-layer", "--runs", "3", "--warmup", "1", "--out",
-                          str(tmp_path)], capsys)
+def test_per_layer_table_in_the_terminal(v3_models: Path, tmp_path: Path, capsys) -> None:
+    import io
+
+    from rich.console import Console
+
+    from mobilectl.render import per_layer_table
+
+    code, out, err = run(["profile", str(_file(v3_models, "fp32.onnx")), "--per-layer",
+                          "--runs", "3", "--warmup", "1", "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    assert "slowest 15 of" in out and "ops sum to" in out
-    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "slowest 15 of" in out and "ops sum to" in out and "profile.html" in out
+    [m] = json.loads((tmp_path / "profile.json").read_text())["measurements"]
+    screen = Console(width=80, file=io.StringIO(), record=True)
+    screen.print(per_layer_table(m, width=80))
+    lines = screen.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80 and len(lines) > 15
+    assert any("{conv,bn,act}" in line for line in lines)  # whole names, folded per block
 
 
 def test_int8_tflite_runs_in_xnnpack(v3_models: Path) -> None:
@@ -81,10 +110,9 @@ def test_int8_tflite_runs_in_xnnpack(v3_models: Path) -> None:
     from device_profiles.op_bench import single_op_models
     from exporter import tflite as tflite_export
 
-    int8 = (v3_models / "mobilenet_v3_small-c8_int8.tflite").read_bytes()
+    int8 = _file(v3_models, "int8.tflite").read_bytes()
     assert "HARD_SWISH" not in tflite_export.op_types(int8)
-    assert "HARD_SWISH" in tflite_export.op_types(
-        (v3_models / "mobilenet_v3_small_fp32.tflite").read_bytes())
+    assert "HARD_SWISH" in tflite_export.op_types(_file(v3_models, "fp32.tflite").read_bytes())
     builtin = {kind for kind, _, cut in single_op_models(int8) if not _delegated(cut)}
     assert builtin <= {"MINIMUM", "SOFTMAX"}, builtin
 
@@ -105,13 +133,13 @@ def test_grouped_convs_and_prelu_for_xnnpack(name: str) -> None:
 
     from exporter import tflite as tflite_export
     from models_keras import build_model
-    from models_keras.training import recalibrate_batch_norm
+    from models_keras.training import trained_scales
     from mobilectl.core.types import Precision
 
     keras.utils.set_random_seed(0)
     model = build_model(name, resolution=64, num_classes=10)
     x = np.random.default_rng(0).uniform(-1, 1, (6, 64, 64, 3)).astype(np.float32)
-    recalibrate_batch_norm(model, x)  # bn shifts away from zero, as in a trained model
+    trained_scales(model, x)  # bn shifts away from zero, as in a trained model
     expected = np.asarray(model(x[:2], training=False))
     fp32 = tflite_export.convert(model)
     np.testing.assert_allclose(tflite_export.run(fp32, x[:2]), expected, atol=1e-4)
@@ -140,8 +168,8 @@ def test_html_report_and_model_explorer_node_data(v3_models: Path, tmp_path: Pat
     assert code == 0, err
     summary = json.loads(out)
     page = Path(summary["html"]).read_text()
-    assert page.count("<img ") == 7  # two artifacts x (bars, scatter) + int8 vs float
-    assert "int8 vs mobilenet_v3_small_fp32.tflite" in page
+    assert page.count("<img ") == 5  # two artifacts x (bars, scatter) + int8 vs float
+    assert f"int8 vs {_file(v3_models, 'fp32.tflite').name}" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
     for path in summary["node_data"]:
         data = json.loads(Path(path).read_text())
