@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mobilectl.core.names import layers_in
+from mobilectl.core.names import common_scopes, layers_in
 
 CONV_KINDS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "Conv", "FusedConv",
                         "QLinearConv", "ConvInteger", "Gemm", "MatMul", "FusedGemm",
@@ -63,15 +63,28 @@ class FileOp:
         return (self.name, *self.outputs)
 
 
-def known_layers(ops: Iterable[FileOp]) -> frozenset[str]:
-    """Every layer name any op of the file mentions."""
-    return frozenset(layer for op in ops for name in op.names() for layer in layers_in(name))
+@dataclass(frozen=True)
+class Names:
+    """What the file's names say: the model scopes every name starts with, and every
+    layer any op mentions."""
+
+    model_scopes: tuple[str, ...]
+    layers: frozenset[str]
 
 
-def op_layers(op: FileOp, known: frozenset[str]) -> tuple[str, ...]:
+def known_layers(ops: Iterable[FileOp]) -> Names:
+    """The file's model scopes and every layer name any op of the file mentions."""
+    ops = list(ops)
+    scopes = common_scopes([name for op in ops for name in op.names()])
+    return Names(scopes, frozenset(layer for op in ops for name in op.names()
+                                   for layer in layers_in(name, model_scopes=scopes)))
+
+
+def op_layers(op: FileOp, known: Names) -> tuple[str, ...]:
     """The layers one file op stands for."""
-    found = tuple(dict.fromkeys(layer for name in op.names() for layer in layers_in(name)))
-    return with_folded(op.kind, found, known)
+    found = tuple(dict.fromkeys(layer for name in op.names()
+                                for layer in layers_in(name, model_scopes=known.model_scopes)))
+    return with_folded(op.kind, found, known.layers)
 
 
 def resolve_onnx(profiled: Sequence[str], ops: Sequence[FileOp]) -> list[tuple[int, ...]]:

@@ -180,3 +180,27 @@ def test_html_report_and_model_explorer_node_data(v3_models: Path, tmp_path: Pat
                  for m in n.get("outputsMetadata", []) for a in m["attrs"]
                  if a["key"] == "tensor_name"}
         assert data["results"] and set(data["results"]) <= names
+
+
+def test_per_layer_of_a_file_made_elsewhere(tmp_path: Path, capsys) -> None:
+    """A .tflite from the plain TF converter (keras.applications' MobileNet V2, no
+    manifest, no mobilectl metadata): per-op rows under its own op and layer names, MACs
+    read from the file."""
+    import keras
+    import tensorflow as tf
+
+    net = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35)
+    inputs = keras.Input(batch_shape=(1, 96, 96, 3))
+    model = keras.Model(inputs, net(inputs))  # a fixed batch: LiteRT's tool here needs it
+    path = tmp_path / "elsewhere.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    capsys.readouterr()  # what the converter printed
+    code, out, err = run(["profile", str(path), "--per-layer", "--runs", "3", "--warmup", "1",
+                          "--out", str(tmp_path / "report"), "--json"], capsys)
+    assert code == 0, err
+    [m] = json.loads(out)["measurements"]
+    rows = m["per_layer"]["rows"]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= {r["kind"] for r in rows}
+    assert sum(r["macs"] for r in rows) > 10_000_000
+    assert {"Conv1", "expanded_conv_depthwise", "predictions"} <= {
+        n for r in rows for n in r["layers"]}
