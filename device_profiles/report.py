@@ -7,6 +7,7 @@ between them and a labelled scatter plot, on the user's own device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +15,9 @@ from typing import Any
 
 from scipy.stats import spearmanr
 
-from device_profiles.html_report import write_html, write_node_data
+from device_profiles.html_report import pairs_of, write_html, write_node_data
 from device_profiles.measurement import Measurement
-from device_profiles.per_layer import PerLayer
+from device_profiles.per_layer import PerLayer, compare
 from mobilectl.core.files import write_atomic
 
 PLOT_NAME = "latency_vs_macs.png"
@@ -123,9 +124,33 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *
     for m in measurements:
         if m.per_layer:
             lines += ["", *per_layer_markdown(m.artifact, m.per_layer)]
+    for artifact, versus in int8_vs_float(measurements).items():
+        lines += ["", f"## int8 against float: {artifact} vs {versus['float']}", "",
+                  f"{versus['slower_in_int8']} of {len(versus['layers'])} layer sets are "
+                  "slower in int8; the ten with the most extra time:", "",
+                  "| layers | int8 ops | int8 ms | float ms | int8 / float | why |",
+                  "|---|---|---|---|---|---|"]
+        for p in versus["layers"][:10]:
+            lines.append(f"| {', '.join(p['layers'])} | {' '.join(p['kinds'])} "
+                         f"| {p['ms']:.3f} | {p['reference_ms']:.3f} "
+                         f"| {_fmt(p['ratio'], '.2f')} | {', '.join(p['flags']) or '-'} |")
     if failures:
         lines += ["", "Failures:", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
+
+
+def int8_vs_float(measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """For each int8 artifact profiled per layer beside its float twin (same model,
+    format, device): every layer set both time, int8 ms against float ms, the layers
+    where int8 is slower first."""
+    found = {}
+    for artifact, (int8, fp32) in pairs_of(measurements).items():
+        if int8.per_layer and fp32.per_layer:
+            pairs = compare(int8.per_layer, fp32.per_layer)
+            found[artifact] = {"float": fp32.artifact, "slower_in_int8": sum(
+                p.ms > p.reference_ms for p in pairs), "layers": [
+                    {**dataclasses.asdict(p), "ratio": p.ratio} for p in pairs]}
+    return found
 
 
 def write_report(out: Path, measurements: Sequence[Measurement], *, device: str,
@@ -137,7 +162,8 @@ def write_report(out: Path, measurements: Sequence[Measurement], *, device: str,
     plotted = plot(measurements, out / PLOT_NAME, device=device)
     summary = {"device": device, **extra, "measurements": [m.as_dict() for m in measurements],
                "spearman_macs_latency": correlation, "failures": list(failures),
-               "plot": str(plotted) if plotted else None}
+               "plot": str(plotted) if plotted else None,
+               "int8_vs_float": int8_vs_float(measurements)}
     write_atomic(out / "profile.json",
                  (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode())
     text = markdown(measurements, correlation, device=device,

@@ -170,6 +170,11 @@ def test_html_report_and_model_explorer_node_data(v3_models: Path, tmp_path: Pat
     page = Path(summary["html"]).read_text()
     assert page.count("<img ") == 5  # two artifacts x (bars, scatter) + int8 vs float
     assert f"int8 vs {_file(v3_models, 'fp32.tflite').name}" in page
+    [versus] = summary["int8_vs_float"].values()
+    assert versus["float"] == _file(v3_models, "fp32.tflite").name and versus["layers"]
+    first = versus["layers"][0]  # the layer int8 costs most extra time on, first
+    assert first["ms"] - first["reference_ms"] >= max(
+        p["ms"] - p["reference_ms"] for p in versus["layers"]) - 1e-12
     assert "http://" not in page and "https://" not in page and "<script" not in page
     for path in summary["node_data"]:
         data = json.loads(Path(path).read_text())
