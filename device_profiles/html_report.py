@@ -32,8 +32,13 @@ h2{margin-top:32px}img{max-width:100%}.cap{color:#555}"""
 
 
 def _png(fig: Any) -> str:
+    """The figure as a PNG data URI; the figure is closed."""
+    import matplotlib.pyplot as plt  # heavy: only when a report is drawn
+
+    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -46,29 +51,32 @@ def _pyplot() -> Any:
     return plt
 
 
+def _bars(labels: Sequence[str], values: Sequence[float], colors: Sequence[str], *,
+          xlabel: str, title: str, reference: float | None = None) -> str:
+    """Horizontal bars, the first value at the bottom; a vertical line at ``reference``."""
+    fig, ax = _pyplot().subplots(figsize=(9, 0.28 * len(values) + 1.2), dpi=110)
+    ax.barh(range(len(values)), values, color=list(colors))
+    if reference is not None:
+        ax.axvline(reference, color="#333", linewidth=0.8)
+    ax.set_yticks(range(len(values)), list(labels), fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
 def bar_chart(table: PerLayer, *, title: str) -> str:
     """The slowest rows as horizontal bars (ms), red where a flag says why."""
-    plt = _pyplot()
     rows = sorted((r for r in table.rows if r.ms), key=lambda r: -(r.ms or 0))[:BAR_ROWS][::-1]
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.2), dpi=110)
-    labels = [layer_text(r.layers) or f"({r.kind})" for r in rows]
-    ax.barh(range(len(rows)), [r.ms for r in rows],
-            color=["#d9534f" if r.flags else "#4a7fb5" for r in rows])
-    ax.set_yticks(range(len(rows)), [f"{l[:48]}  {r.kind}" for l, r in zip(labels, rows)],
-                  fontsize=7)
-    ax.set_xlabel("ms (red: flagged)")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    labels = [f"{(layer_text(r.layers) or f'({r.kind})')[:48]}  {r.kind}" for r in rows]
+    return _bars(labels, [r.ms for r in rows],
+                 ["#d9534f" if r.flags else "#4a7fb5" for r in rows],
+                 xlabel="ms (red: flagged)", title=title)
 
 
 def scatter(table: PerLayer, *, title: str) -> str:
     """ms against MACs for every op with MACs; builtin-kernel ops in red."""
-    plt = _pyplot()
     rows = [r for r in table.rows if r.macs and r.ms]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5), dpi=110)
     for builtin, color, label in ((False, "#4a7fb5", "XNNPACK / runtime kernel"),
                                   (True, "#d9534f", "LiteRT builtin kernel")):
         pick = [r for r in rows if (r.kernel == "builtin") == builtin]
@@ -83,27 +91,15 @@ def scatter(table: PerLayer, *, title: str) -> str:
     ax.set_ylabel("ms")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def ratio_chart(pairs: Sequence[LayerPair], *, title: str) -> str:
     """int8 ms over float ms for the layers with the most extra time."""
-    plt = _pyplot()
     rows = [p for p in pairs if p.ratio][:BAR_ROWS][::-1]
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.2), dpi=110)
-    ax.barh(range(len(rows)), [p.ratio for p in rows],
-            color=["#d9534f" if p.ratio > 1 else "#5cb85c" for p in rows])
-    ax.axvline(1.0, color="#333", linewidth=0.8)
-    ax.set_yticks(range(len(rows)), [layer_text(p.layers)[:56] for p in rows], fontsize=7)
-    ax.set_xlabel("int8 ms / float ms (red: int8 slower)")
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _bars([layer_text(p.layers)[:56] for p in rows], [p.ratio for p in rows],
+                 ["#d9534f" if p.ratio > 1 else "#5cb85c" for p in rows],
+                 xlabel="int8 ms / float ms (red: int8 slower)", title=title, reference=1.0)
 
 
 def _table(table: PerLayer) -> str:

@@ -99,7 +99,8 @@ def per_layer_markdown(artifact: str, table: PerLayer) -> list[str]:
     return lines
 
 
-def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *,
+def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any],
+             versus_float: dict[str, Any], *,
              device: str, plot_name: str | None, failures: Sequence[str]) -> str:
     """A Markdown report (fit for a CI job summary)."""
     lines = [f"# Latency on {device}", "",
@@ -124,7 +125,7 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any], *
     for m in measurements:
         if m.per_layer:
             lines += ["", *per_layer_markdown(m.artifact, m.per_layer)]
-    for artifact, versus in int8_vs_float(measurements).items():
+    for artifact, versus in versus_float.items():
         lines += ["", f"## int8 against float: {artifact} vs {versus['float']}", "",
                   f"{versus['slower_in_int8']} of {len(versus['layers'])} layer sets are "
                   "slower in int8; the ten with the most extra time:", "",
@@ -166,7 +167,7 @@ def write_report(out: Path, measurements: Sequence[Measurement], *, device: str,
                "int8_vs_float": int8_vs_float(measurements)}
     write_atomic(out / "profile.json",
                  (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode())
-    text = markdown(measurements, correlation, device=device,
+    text = markdown(measurements, correlation, summary["int8_vs_float"], device=device,
                     plot_name=PLOT_NAME if plotted else None, failures=failures)
     write_atomic(out / "profile.md", text.encode())
     summary["report"] = str(out / "profile.md")
