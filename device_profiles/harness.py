@@ -347,8 +347,8 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
                 threads=threads, delegate=options.delegate, latency=latency,
                 init_ms=parsed.init_ms, peak_memory_mb=parsed.memory_overall_mb,
                 peak_gmacs=profile.roofline.peak(artifact.precision),
-                layers=_device_layers(artifact, output, profile.roofline) if options.per_layer
-                else (None, None), first_ms=parsed.first_inference_ms))
+                layers=_device_layers(artifact, output, profile.roofline, whole_ms=stats.avg_ms)
+                if options.per_layer else (None, None), first_ms=parsed.first_inference_ms))
             time.sleep(profile.cooldown_s)
     except DeviceLost as exc:
         if not any(str(exc) in failure for failure in result.failures):
@@ -362,12 +362,13 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
     return result
 
 
-def _device_layers(artifact: Artifact, output: str,
-                   roof: Roofline) -> tuple[PerLayer | None, str | None]:
-    """The op-profiling tables of benchmark_model's output, joined per layer; when the
-    output has none, why (the whole-model figures stand)."""
+def _device_layers(artifact: Artifact, output: str, roof: Roofline, *,
+                   whole_ms: float | None) -> tuple[PerLayer | None, str | None]:
+    """The op-profiling tables of benchmark_model's output, joined per layer (against
+    ``whole_ms``: the mean of the same profiled runs); when the output has none, why
+    (the whole-model figures stand)."""
     try:
-        times = parse_op_tables(output)
+        times = parse_op_tables(output, whole_ms=whole_ms)
     except NoOpTables as exc:
         return None, str(exc)
     return of_file(artifact.path, times, device=_device(roof, artifact.precision)), None

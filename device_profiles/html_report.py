@@ -14,13 +14,13 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from device_profiles.layer_map import layer_text
-from device_profiles.measurement import Measurement
-from device_profiles.per_layer import LayerPair, PerLayer, compare
+from device_profiles.measurement import Measurement, pairs_of
+from device_profiles.per_layer import LayerPair, PerLayer
 from mobilectl.core.files import write_atomic
 
 HTML_NAME = "profile.html"
@@ -103,18 +103,23 @@ def ratio_chart(pairs: Sequence[LayerPair], *, title: str) -> str:
 
 
 def _table(table: PerLayer) -> str:
-    head = ("<tr><th>#</th><th>layers</th><th>op</th><th>ms</th><th>%</th><th>MMACs</th>"
-            "<th>MB moved</th><th>GMAC/s</th><th>kernel</th><th>why</th></tr>")
+    twin = table.has_float_twin
+    names = ["#", "layers", "op", "ms", "%", "MMACs", "MB moved", "GMAC/s", "kernel",
+             *(["float ms", "int8 / float", "int8 error (steps)"] if twin else []), "why"]
+    head = "<tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>"
+    numeric = {0, 3, 4, 5, 6, 7, 9, 10, 11}
     body = []
     for n, r in enumerate(table.rows):
         cells = [str(n), html.escape(layer_text(r.layers) or f"({r.name})"),
                  html.escape(r.kind), _num(r.ms, ".3f"),
                  _num(r.share and 100 * r.share, ".1f"), f"{r.macs / 1e6:.2f}",
                  f"{r.memory_bytes / 1e6:.2f}", _num(r.gmacs, ".1f"),
-                 html.escape(r.kernel or "-"), html.escape(", ".join(r.flags))]
-        numeric = {0, 3, 4, 5, 6, 7}
-        tds = "".join(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                      for i, c in enumerate(cells))
+                 html.escape(r.kernel or "-"),
+                 *([_num(r.float_ms, ".3f"), _num(r.versus_float, ".2f"),
+                    _num(r.rmse_steps, ".2f")] if twin else []),
+                 html.escape(", ".join(r.flags))]
+        tds = "".join(f'<td class="n">{c}</td>' if i in numeric and i < len(cells) - 1
+                      else f"<td>{c}</td>" for i, c in enumerate(cells))
         body.append(f'<tr class="flag">{tds}</tr>' if r.flags else f"<tr>{tds}</tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -123,15 +128,8 @@ def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else f"{value:{spec}}"
 
 
-def pairs_of(measurements: Sequence[Measurement]) -> dict[str, tuple[Measurement, Measurement]]:
-    """(int8, float) measurements of the same model, format and device."""
-    floats = {(m.model, m.fmt, m.device): m for m in measurements
-              if m.per_layer and m.precision == "fp32"}
-    return {m.artifact: (m, floats[(m.model, m.fmt, m.device)]) for m in measurements
-            if m.per_layer and m.precision == "int8" and (m.model, m.fmt, m.device) in floats}
-
-
-def _section(m: Measurement, table: PerLayer, pair: PerLayer | None, pair_name: str) -> str:
+def _section(m: Measurement, table: PerLayer, versus: tuple[str, Sequence[LayerPair]] | None
+             ) -> str:
     ratio = table.parts_over_whole
     parts = [f"<h2>{html.escape(m.artifact)}</h2>",
              f'<p class="cap">{html.escape(table.method)}; {m.precision} {m.fmt}, '
@@ -140,26 +138,23 @@ def _section(m: Measurement, table: PerLayer, pair: PerLayer | None, pair_name: 
              + f". Whole model (benchmark): median {m.latency.median_ms:.3f} ms.</p>",
              f'<img alt="time by layer" src="{bar_chart(table, title="time by layer")}">',
              f'<img alt="time vs MACs" src="{scatter(table, title="time vs MACs per op")}">']
-    if pair is not None:
-        pairs = compare(table, pair)
-        parts.append(f"<h3>int8 vs {html.escape(pair_name)}, per layer</h3>"
+    if versus is not None:
+        twin, pairs = versus
+        parts.append(f"<h3>int8 vs {html.escape(twin)}, per layer</h3>"
                      f'<img alt="int8 vs float" src="'
-                     f'{ratio_chart(pairs, title=f"int8 vs {pair_name}")}">')
+                     f'{ratio_chart(pairs, title=f"int8 vs {twin}")}">')
     parts.append(_table(table))
     return "\n".join(parts)
 
 
-def write_html(out: Path, measurements: Sequence[Measurement], *, device: str) -> Path | None:
-    """``profile.html`` with a section per artifact that has a per-layer table."""
+def write_html(out: Path, measurements: Sequence[Measurement], *, device: str,
+               paired: Mapping[str, tuple[str, Sequence[LayerPair]]]) -> Path | None:
+    """``profile.html`` with a section per artifact that has a per-layer table;
+    ``paired``: int8 artifacts' float twins and their per-layer comparison."""
     timed = [m for m in measurements if m.per_layer]
     if not timed:
         return None
-    pairs = pairs_of(timed)
-    sections = []
-    for m in timed:
-        other = pairs[m.artifact][1] if m.artifact in pairs else None
-        sections.append(_section(m, m.per_layer, other.per_layer if other else None,
-                                 other.artifact if other else ""))
+    sections = [_section(m, m.per_layer, paired.get(m.artifact)) for m in timed]
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>mobilectl profile: "
             f"{html.escape(device)}</title><style>{_STYLE}</style></head><body>"
             f"<h1>Per-layer latency on {html.escape(device)}</h1>{''.join(sections)}"
@@ -169,18 +164,23 @@ def write_html(out: Path, measurements: Sequence[Measurement], *, device: str) -
     return path
 
 
-def node_data(table: PerLayer, *, label: str) -> dict[str, Any]:
-    """Model Explorer's node data for one graph: each timed op's ms keyed by the output
-    tensor of the file op that ends it (how Model Explorer matches a node)."""
-    results = {row.tensor: {"value": round(row.ms, 6)} for row in table.rows
-               if row.tensor and row.ms is not None}
+def node_data(table: PerLayer, *, label: str, field: str = "ms") -> dict[str, Any]:
+    """Model Explorer's node data for one graph: each row's ``field`` (``ms`` or
+    ``rmse_steps``) keyed by the output tensor of the file op that ends it (how Model
+    Explorer matches a node)."""
+    results = {row.tensor: {"value": round(getattr(row, field), 6)} for row in table.rows
+               if row.tensor and getattr(row, field) is not None}
     return {"name": label, "results": results,
             "gradient": [{"stop": 0, "bgColor": "#ffffff"}, {"stop": 1, "bgColor": "#d9534f"}]}
 
 
-def write_node_data(out: Path, artifact: str, table: PerLayer, *, device: str) -> Path:
-    """``ARTIFACT.node_data.json`` beside the report."""
-    data = node_data(table, label=f"ms on {device}")
-    path = out / f"{artifact}.node_data.json"
-    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-    return path
+def write_node_data(out: Path, artifact: str, table: PerLayer, *, device: str) -> list[Path]:
+    """``ARTIFACT.node_data.json`` (ms) beside the report, and
+    ``ARTIFACT.int8_error.node_data.json`` when the rows carry int8 errors."""
+    files = [(f"{artifact}.node_data.json", node_data(table, label=f"ms on {device}"))]
+    if any(r.rmse_steps is not None for r in table.rows):
+        files.append((f"{artifact}.int8_error.node_data.json",
+                      node_data(table, label="int8 error (rmse, steps)", field="rmse_steps")))
+    for name, data in files:
+        write_atomic(out / name, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    return [out / name for name, _ in files]

@@ -12,6 +12,8 @@ a bn was folded, or the file has that layer), the ``name.conv/.bn/.act`` naming 
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -87,6 +89,10 @@ def op_layers(op: FileOp, known: Names) -> tuple[str, ...]:
     return with_folded(op.kind, found, known.layers)
 
 
+#: onnxruntime names a node it makes in place of another (QDQ fusion) ``NAME_token_N``
+_TOKEN = re.compile(r"_token_\d+$")
+
+
 def resolve_onnx(profiled: Sequence[str], ops: Sequence[FileOp]) -> list[tuple[int, ...]]:
     """For each node onnxruntime profiled (its name after the session's optimisations),
     the file ops it stands for: the node of that name, or the producer of the tensor it
@@ -99,7 +105,7 @@ def resolve_onnx(profiled: Sequence[str], ops: Sequence[FileOp]) -> list[tuple[i
     groups: list[list[int]] = []
     taken: set[int] = set()
     for name in profiled:
-        bare = name.removesuffix("_nchwc")
+        bare = _TOKEN.sub("", name.removesuffix("_nchwc"))
         index = by_name.get(name, by_name.get(bare, producer.get(bare)))
         groups.append([] if index is None or index in taken else [index])
         taken.update(groups[-1])

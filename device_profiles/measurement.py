@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from device_profiles.per_layer import PerLayer
+from device_profiles.per_layer import LayerError, PerLayer, against_float
 
 NOISY_SPREAD = 0.5  # (p95 - p5) / median above this: the run is flagged noisy
 
@@ -101,3 +103,29 @@ class Measurement:
         data["roofline_fraction"] = self.roofline_fraction
         data["per_layer"] = self.per_layer.as_dict() if self.per_layer else None
         return data
+
+
+def pairs_of(measurements: Sequence[Measurement]) -> dict[str, tuple[Measurement, Measurement]]:
+    """(int8, float) measurements of the same model, format and device, both per layer,
+    keyed by the int8 artifact."""
+    floats = {(m.model, m.fmt, m.device): m for m in measurements
+              if m.per_layer and m.precision == "fp32"}
+    return {m.artifact: (m, floats[(m.model, m.fmt, m.device)]) for m in measurements
+            if m.per_layer and m.precision == "int8" and (m.model, m.fmt, m.device) in floats}
+
+
+def with_float_twins(measurements: Sequence[Measurement], *,
+                     errors: Mapping[str, Sequence[LayerError]] | None = None
+                     ) -> list[Measurement]:
+    """Each int8 per-layer table beside its float twin's (:func:`pairs_of`): the float
+    time of every row's layers and, from ``errors`` (by model name, TFLite only: the
+    quantization debugger's rows), the row's int8 error."""
+    pairs = pairs_of(measurements)
+    out = []
+    for m in measurements:
+        if m.artifact in pairs and m.per_layer:
+            twin = pairs[m.artifact][1].per_layer
+            found = (errors or {}).get(m.model, ()) if m.fmt == "tflite" else ()
+            m = dataclasses.replace(m, per_layer=against_float(m.per_layer, twin, errors=found))
+        out.append(m)
+    return out

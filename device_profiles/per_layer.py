@@ -15,7 +15,16 @@ Flags (the reasons the measurements support):
   than the device's roofline balance (peak GMAC/s over bandwidth), as Ma et al. (2018,
   ShuffleNet V2) argue memory access cost, not FLOPs, sets such layers' speed;
 - ``slow kernel``: GMAC/s far below the median with enough MACs per byte;
-- ``no MACs``: a data-movement or element-wise op taking a visible share of the time.
+- ``no MACs``: a data-movement or element-wise op taking a visible share of the time;
+- ``int8 Nx float``: with the float twin profiled too, the int8 ops of a set
+  of layers take longer than the float ops of the same layers; an element-wise op
+  says ``requantization`` (int8 ADD/MUL/CONCATENATION rescale every input to the
+  output's scale, work float does not do, as Jacob et al. 2018 derive for integer
+  addition), a (de)quantize op says the float graph has no such op.
+
+With the float twin, each int8 row also carries the float time of its layers and the
+layer's int8 error from the quantization debugger (RMSE in output quantization steps,
+:mod:`quant.sensitivity`), so time and error are read in one row.
 """
 
 from __future__ import annotations
@@ -34,6 +43,12 @@ from mobilectl.core.cost import LayerCost
 
 SLOW_FRACTION = 0.25  # GMAC/s below this fraction of the model's median: flagged
 VISIBLE_SHARE = 0.03  # an op without MACs above this share of the time: flagged
+SLOWER_RATIO = 1.1  # int8 over float time of the same layers above this: flagged
+#: op kinds whose int8 kernels rescale their inputs (TFLite and ONNX spellings)
+REQUANTIZING = frozenset({"ADD", "SUB", "MUL", "CONCATENATION", "HARD_SWISH", "PRELU",
+                          "LOGISTIC", "MEAN", "AVERAGE_POOL_2D", "QLinearAdd", "QLinearMul",
+                          "QLinearConcat", "QLinearSigmoid", "QLinearGlobalAveragePool"})
+QUANTIZE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE", "QuantizeLinear", "DequantizeLinear"})
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,14 @@ class LayerRow:
     kernel: str | None
     flags: tuple[str, ...]
     tensor: str | None = None  # the output of the row's last file op (Model Explorer's key)
+    float_ms: float | None = None  # the float twin's time on the row's set of layers
+    set_ms: float | None = None  # this table's time on that set (several ops may share it)
+    rmse_steps: float | None = None  # int8 error of the row's op, in quantization steps
+
+    @property
+    def versus_float(self) -> float | None:
+        """int8 over float time on the row's set of layers."""
+        return self.set_ms / self.float_ms if self.set_ms and self.float_ms else None
 
 
 @dataclass(frozen=True)
@@ -97,9 +120,15 @@ class PerLayer:
         """Sum of the per-op times over the whole model's time."""
         return self.sum_ms / self.whole_ms if self.whole_ms else None
 
+    @property
+    def has_float_twin(self) -> bool:
+        return any(r.float_ms is not None for r in self.rows)
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["parts_over_whole"] = self.parts_over_whole
+        for row, out in zip(self.rows, data["rows"]):
+            out["versus_float"] = row.versus_float
         return data
 
 
@@ -178,6 +207,48 @@ def of_file(path: Path, times: OpTimes, *, device: Device) -> PerLayer:
 
 
 @dataclass(frozen=True)
+class LayerError:
+    """The int8 error one quantized op adds (the quantization debugger's row)."""
+
+    tensor: str  # the op's output tensor
+    layers: tuple[str, ...]
+    rmse_steps: float
+
+
+def against_float(table: PerLayer, reference: PerLayer, *,
+                  errors: Sequence[LayerError] = ()) -> PerLayer:
+    """``table`` (int8) with each row's float time on the same set of layers, its int8
+    error (matched by output tensor, else by the same set of layers) and the
+    ``int8 Nx float`` flag where the data says so."""
+    sets = layer_sets(table, reference)
+    ours, theirs = _by_set(table, sets), _by_set(reference, sets)
+    by_tensor = {e.tensor: e.rmse_steps for e in errors}
+    by_layers: dict[frozenset[str], float] = {}
+    for e in errors:
+        key = frozenset(e.layers)
+        by_layers[key] = max(by_layers.get(key, 0.0), e.rmse_steps)
+    rows = []
+    for row in table.rows:
+        key = sets[row.layers[0]] if row.layers else ()
+        float_ms = sum(r.ms or 0.0 for r in theirs[key]) if key in theirs else None
+        set_ms = sum(r.ms or 0.0 for r in ours[key]) if float_ms is not None else None
+        error = by_tensor.get(row.tensor or "", by_layers.get(frozenset(row.layers))
+                              if row.layers else None)
+        paired = dataclasses.replace(row, float_ms=float_ms, set_ms=set_ms, rmse_steps=error)
+        rows.append(dataclasses.replace(paired, flags=paired.flags + _slower(paired)))
+    return dataclasses.replace(table, rows=tuple(rows))
+
+
+def _slower(row: LayerRow) -> tuple[str, ...]:
+    ratio = row.versus_float
+    if ratio is None or ratio <= SLOWER_RATIO:
+        return ()
+    why = ("requantization" if row.kind in REQUANTIZING
+           else "no float op" if row.kind in QUANTIZE_OPS else "")
+    return (f"int8 {ratio:.1f}x float" + (f" ({why})" if why else ""),)
+
+
+@dataclass(frozen=True)
 class LayerPair:
     """One set of layers in two builds of a model (e.g. int8 against float): the time
     each spent on them, and what ran them."""
@@ -194,25 +265,49 @@ class LayerPair:
         return self.ms / self.reference_ms if self.reference_ms else None
 
 
-def _by_layers(table: PerLayer) -> dict[frozenset[str], list[LayerRow]]:
-    groups: dict[frozenset[str], list[LayerRow]] = {}
+def layer_sets(*tables: PerLayer) -> dict[str, tuple[str, ...]]:
+    """Each layer's set: the smallest sets of layers that the rows of every table
+    cover whole (two builds fuse differently: float ``{conv,bn,act}`` in one op, int8
+    ``{conv,bn}`` and ``act`` in two), so times over a set compare like for like."""
+    parent: dict[str, str] = {}
+
+    def root(layer: str) -> str:
+        while parent.setdefault(layer, layer) != layer:
+            parent[layer] = parent[parent[layer]]
+            layer = parent[layer]
+        return layer
+
+    for table in tables:
+        for row in table.rows:
+            for layer in row.layers[1:]:
+                parent[root(layer)] = root(row.layers[0])
+            if row.layers:
+                root(row.layers[0])
+    members: dict[str, list[str]] = {}
+    for layer in parent:  # insertion order: the first table's run order
+        members.setdefault(root(layer), []).append(layer)
+    return {layer: tuple(members[root(layer)]) for layer in parent}
+
+
+def _by_set(table: PerLayer, sets: dict[str, tuple[str, ...]]
+            ) -> dict[tuple[str, ...], list[LayerRow]]:
+    groups: dict[tuple[str, ...], list[LayerRow]] = {}
     for row in table.rows:
         if row.layers:
-            groups.setdefault(frozenset(row.layers), []).append(row)
+            groups.setdefault(sets[row.layers[0]], []).append(row)
     return groups
 
 
 def compare(table: PerLayer, reference: PerLayer) -> tuple[LayerPair, ...]:
     """The layers both tables time, slowest extra time first: ``table``'s ops on a set
-    of layers (a fused op's, or the several ops one layer became) against
-    ``reference``'s ops on the same set."""
-    ours, theirs = _by_layers(table), _by_layers(reference)
+    of layers (:func:`layer_sets`) against ``reference``'s ops on the same set."""
+    sets = layer_sets(table, reference)
+    ours, theirs = _by_set(table, sets), _by_set(reference, sets)
     pairs = []
     for key in ours.keys() & theirs.keys():
         rows = ours[key]
         pairs.append(LayerPair(
-            rows[0].layers, sum(r.ms or 0.0 for r in rows),
-            sum(r.ms or 0.0 for r in theirs[key]),
+            key, sum(r.ms or 0.0 for r in rows), sum(r.ms or 0.0 for r in theirs[key]),
             tuple(dict.fromkeys(r.kind for r in rows)),
             tuple(dict.fromkeys(r.kernel or "-" for r in rows)),
             tuple(dict.fromkeys(f for r in rows for f in r.flags))))

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scipy.stats import spearmanr
 
-from device_profiles.html_report import pairs_of, write_html, write_node_data
-from device_profiles.measurement import Measurement
-from device_profiles.per_layer import PerLayer, compare
+from device_profiles.html_report import write_html, write_node_data
+from device_profiles.measurement import Measurement, pairs_of, with_float_twins
+from device_profiles.per_layer import LayerError, LayerPair, PerLayer, compare
 from mobilectl.core.files import write_atomic
 
 PLOT_NAME = "latency_vs_macs.png"
@@ -82,20 +82,26 @@ def _fmt(value: float | None, spec: str, unit: str = "") -> str:
 
 
 def per_layer_markdown(artifact: str, table: PerLayer) -> list[str]:
-    """Every row of one artifact's per-layer table, in run order."""
+    """Every row of one artifact's per-layer table, in run order (with the float time
+    and int8 error of each row when the table has a float twin)."""
     ratio = table.parts_over_whole
+    twin = table.has_float_twin
+    heads = ["#", "layers", "op", "ms", "%", "MMACs", "MB moved", "GMAC/s", "% roofline",
+             "kernel", *(["float ms", "int8 / float", "int8 error (steps)"] if twin else []),
+             "why"]
     lines = [f"## Per layer: {artifact}", "",
              f"{table.method}. The ops sum to {table.sum_ms:.3f} ms"
              + (f", {ratio:.2f}x the whole model's {table.whole_ms:.3f} ms." if ratio else "."),
-             "", "| # | layers | op | ms | % | MMACs | MB moved | GMAC/s | % roofline | kernel "
-             "| why |", "|" + "---|" * 11]
+             "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for n, r in enumerate(table.rows):
-        lines.append(
-            f"| {n} | {', '.join(r.layers) or '(' + r.name + ')'} | {r.kind} | {_fmt(r.ms, '.3f')} "
-            f"| {_fmt(r.share and 100 * r.share, '.1f')} | {r.macs / 1e6:.2f} "
-            f"| {r.memory_bytes / 1e6:.2f} | {_fmt(r.gmacs, '.1f')} "
-            f"| {_fmt(r.roofline_fraction and 100 * r.roofline_fraction, '.1f')} "
-            f"| {r.kernel or '-'} | {', '.join(r.flags)} |")
+        cells = [str(n), ", ".join(r.layers) or f"({r.name})", r.kind, _fmt(r.ms, ".3f"),
+                 _fmt(r.share and 100 * r.share, ".1f"), f"{r.macs / 1e6:.2f}",
+                 f"{r.memory_bytes / 1e6:.2f}", _fmt(r.gmacs, ".1f"),
+                 _fmt(r.roofline_fraction and 100 * r.roofline_fraction, ".1f"),
+                 r.kernel or "-", *([_fmt(r.float_ms, ".3f"), _fmt(r.versus_float, ".2f"),
+                                     _fmt(r.rmse_steps, ".2f")] if twin else []),
+                 ", ".join(r.flags)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -140,39 +146,49 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
-def int8_vs_float(measurements: Sequence[Measurement]) -> dict[str, Any]:
+LayerPairs = dict[str, tuple[str, tuple[LayerPair, ...]]]
+
+
+def layer_pairs(measurements: Sequence[Measurement]) -> LayerPairs:
     """For each int8 artifact profiled per layer beside its float twin (same model,
-    format, device): every layer set both time, int8 ms against float ms, the layers
-    where int8 is slower first."""
-    found = {}
-    for artifact, (int8, fp32) in pairs_of(measurements).items():
-        if int8.per_layer and fp32.per_layer:
-            pairs = compare(int8.per_layer, fp32.per_layer)
-            found[artifact] = {"float": fp32.artifact, "slower_in_int8": sum(
-                p.ms > p.reference_ms for p in pairs), "layers": [
-                    {**dataclasses.asdict(p), "ratio": p.ratio} for p in pairs]}
-    return found
+    format, device): the twin's name and every layer set both time, the layers with
+    the most extra int8 time first."""
+    return {artifact: (fp32.artifact, compare(int8.per_layer, fp32.per_layer))
+            for artifact, (int8, fp32) in pairs_of(measurements).items()
+            if int8.per_layer and fp32.per_layer}
+
+
+def int8_vs_float(paired: LayerPairs) -> dict[str, Any]:
+    """:func:`layer_pairs` as JSON: int8 ms against float ms per layer set."""
+    return {artifact: {"float": twin, "slower_in_int8": sum(p.ms > p.reference_ms for p in pairs),
+                       "layers": [{**dataclasses.asdict(p), "ratio": p.ratio} for p in pairs]}
+            for artifact, (twin, pairs) in paired.items()}
 
 
 def write_report(out: Path, measurements: Sequence[Measurement], *, device: str,
-                 failures: Sequence[str], extra: dict[str, Any]) -> dict[str, Any]:
-    """Write ``profile.json``, ``profile.md`` and the plot under ``out``; return the
-    JSON-ready summary."""
+                 failures: Sequence[str], extra: dict[str, Any],
+                 errors: Mapping[str, Sequence[LayerError]] | None = None) -> dict[str, Any]:
+    """Write ``profile.json``, ``profile.md``, ``profile.html`` and the plot under
+    ``out``; return the JSON-ready summary. Int8 per-layer tables are joined with their
+    float twins and with ``errors`` (int8 error per layer, by model name) first."""
     out.mkdir(parents=True, exist_ok=True)
+    measurements = with_float_twins(measurements, errors=errors)
+    paired = layer_pairs(measurements)
     correlation = spearman(measurements)
     plotted = plot(measurements, out / PLOT_NAME, device=device)
     summary = {"device": device, **extra, "measurements": [m.as_dict() for m in measurements],
                "spearman_macs_latency": correlation, "failures": list(failures),
                "plot": str(plotted) if plotted else None,
-               "int8_vs_float": int8_vs_float(measurements)}
+               "int8_vs_float": int8_vs_float(paired)}
     write_atomic(out / "profile.json",
                  (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode())
     text = markdown(measurements, correlation, summary["int8_vs_float"], device=device,
                     plot_name=PLOT_NAME if plotted else None, failures=failures)
     write_atomic(out / "profile.md", text.encode())
     summary["report"] = str(out / "profile.md")
-    page = write_html(out, measurements, device=device)
+    page = write_html(out, measurements, device=device, paired=paired)
     summary["html"] = str(page) if page else None
-    summary["node_data"] = [str(write_node_data(out, m.artifact, m.per_layer, device=m.device))
-                            for m in measurements if m.per_layer]
+    summary["node_data"] = [str(path) for m in measurements if m.per_layer
+                            for path in write_node_data(out, m.artifact, m.per_layer,
+                                                        device=m.device)]
     return summary

@@ -368,6 +368,9 @@ def profile_cmd(
         help="Shape of a dynamic input (repeatable, NAME: for several inputs).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also time every op and "
                          "report it per Keras layer, with MACs, GMAC/s and why it is slow.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Registry names in int8 and fp32, "
+                    "compared per layer: int8 vs float time and each layer's int8 error "
+                    "(implies --per-layer).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure latency on a device and report it next to MACs (rank correlation, plot)."""
@@ -379,10 +382,11 @@ def profile_cmd(
                              out=Path(out_dir), benchmark_binary=binary, adb=adb,
                              adb_server=adb_server, timeout_s=timeout,
                              input_shapes=tuple(InputShape.parse(s) for s in input_shape or ()),
-                             per_layer=per_layer)
+                             per_layer=per_layer or int8)
     _quiet_tensorflow()
     with stage_progress(err, f"profile on {device}") as progress:
-        result = profile(targets or [], options, precision=precision, progress=progress)
+        result = profile(targets or [], options, precision=precision, versus_float=int8,
+                         progress=progress)
     if as_json:
         sys.stdout.write(json.dumps(result.summary, indent=2, sort_keys=True, default=str) + "\n")
     else:

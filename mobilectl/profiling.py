@@ -4,6 +4,10 @@ Targets are files, manifests or registry names. A registry name is exported firs
 (fp32 or int8, default knobs) unless the manifest in the output folder lists current
 artifacts for it (same tools, same bytes); then the artifacts run on the profile's
 backend and the report puts real speed next to the FLOPs proxy.
+
+Against float (``--int8``): registry names are exported at both precisions, timed per
+layer, and the int8 model's ops are run through TensorFlow's quantization debugger
+(:mod:`quant.sensitivity`) so every int8 row carries its float time and its error.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from device_profiles.harness import (
     Artifact, ProfileOptions, ProfileResult, artifacts_of, check_options, formats_for, measure,
 )
+from device_profiles.per_layer import LayerError
 from device_profiles.profile import load_profile
 from device_profiles.report import write_report
 from exporter import formats as format_table
@@ -39,30 +44,40 @@ def check_precision(value: str) -> Precision:
     return Precision(value)
 
 
-def resolve_targets(targets: Sequence[str], *, precision: Precision,
-                    formats: tuple[Format, ...], out: Path, progress: Progress) -> list[Artifact]:
-    """Files, manifests and registry names (exported, or reused when current) ->
-    artifacts. No target: the zoo's default variants (one model per family)."""
+def is_file_target(target: str) -> bool:
+    """A ``.tflite``/``.onnx`` file or a manifest (else a registry name); anything else
+    that looks like a path is a UserError."""
+    path = Path(target)
+    if path.name == MANIFEST or path.suffix in (".tflite", ".onnx"):
+        return True
+    if path.suffix or "/" in target or path.is_dir():
+        raise UserError(f"{target}: profile measures .tflite/.onnx files, a manifest.json "
+                        f"or registry names; for a Keras model run 'mobilectl export "
+                        f"{target}' first, then profile the manifest it writes")
+    return False
+
+
+def resolve_targets(targets: Sequence[str], *, precisions: Sequence[Precision],
+                    formats: tuple[Format, ...], out: Path, progress: Progress
+                    ) -> dict[str, list[Artifact]]:
+    """Files, manifests and registry names (exported at each precision, or reused when
+    current) -> their artifacts, by target. No target: the zoo's default variants
+    (one model per family)."""
     names = list(targets) or [spec.name for spec in family_representatives()]
-    found: list[Artifact] = []
+    files = {target: is_file_target(target) for target in names}  # every target checked first
+    found: dict[str, list[Artifact]] = {}
     for target in names:
-        path = Path(target)
-        if path.name == MANIFEST or path.suffix in (".tflite", ".onnx"):
-            found += artifacts_of(path)
-        elif path.suffix or "/" in target or path.is_dir():
-            raise UserError(f"{target}: profile measures .tflite/.onnx files, a manifest.json "
-                            f"or registry names; for a Keras model run 'mobilectl export "
-                            f"{target}' first, then profile the manifest it writes")
-        else:
-            found += exported(target, precision=precision, formats=formats, out=out,
-                              progress=progress)
+        found[target] = artifacts_of(Path(target)) if files[target] else [
+            a for precision in precisions
+            for a in exported(target, precision=precision, formats=formats, out=out,
+                              progress=progress)]
     return found
 
 
 def exported(name: str, *, precision: Precision, formats: tuple[Format, ...], out: Path,
              progress: Progress) -> list[Artifact]:
     """Export ``name`` at its default knobs, unless the manifest lists current files."""
-    options = ExportOptions(precision=precision, formats=formats, calib_samples=32, held_out=8)
+    options = _export_options(precision, formats)
     wanted = {artifact_name(name, "", options, format_table.get(fmt)) for fmt in formats}
     current = _current(out, wanted)
     if set(current) != wanted:
@@ -88,17 +103,63 @@ def _current(out: Path, wanted: set[str]) -> dict[str, ManifestEntry]:
 
 
 def profile(targets: Sequence[str], options: ProfileOptions, *, precision: str = "fp32",
-            progress: Progress) -> ProfileResult:
+            versus_float: bool = False, progress: Progress) -> ProfileResult:
     """Resolve, measure, report. Failures are collected, not raised, so the results of
-    the models that finished are kept."""
+    the models that finished are kept. ``versus_float``: registry names at int8 and
+    fp32, with the int8 error of every layer (needs ``options.per_layer``)."""
     prof = load_profile(options.device)
     chosen = check_precision(precision)
     check_options(prof, options)
-    artifacts = resolve_targets(targets, precision=chosen, formats=formats_for(prof),
+    precisions = (Precision.FP32, Precision.INT8) if versus_float else (chosen,)
+    by_target = resolve_targets(targets, precisions=precisions, formats=formats_for(prof),
                                 out=options.out / "artifacts", progress=progress)
-    result = measure(artifacts, prof, options, progress)
+    result = measure([a for found in by_target.values() for a in found], prof, options,
+                     progress)
+    errors: dict[str, tuple[LayerError, ...]] = {}
+    if versus_float:
+        errors, notes = int8_errors(by_target, formats=formats_for(prof), progress=progress)
+        result.warnings += notes
     progress(f"write the report to {options.out}")
     result.summary = write_report(
         options.out, result.measurements, device=result.device, failures=result.failures,
-        extra={"profile": prof.name, "profile_source": prof.source, **result.summary})
+        extra={"profile": prof.name, "profile_source": prof.source, **result.summary},
+        errors=errors)
     return result
+
+
+def int8_errors(by_target: dict[str, list[Artifact]], *, formats: tuple[Format, ...],
+                progress: Progress) -> tuple[dict[str, tuple[LayerError, ...]], list[str]]:
+    """The quantization debugger's error per op of each registry name's int8 TFLite
+    model, by the label its artifacts carry; and a note for targets it cannot cover."""
+    notes = []
+    if Format.TFLITE not in formats:
+        return {}, ["int8 error per layer comes from the TFLite quantization debugger: "
+                    "this profile runs no .tflite, so its rows carry times only"]
+    errors = {}
+    for target, artifacts in by_target.items():
+        labels = {a.model for a in artifacts if a.precision == Precision.INT8}
+        if is_file_target(target):
+            notes.append(f"{target}: int8 error per layer needs the Keras model (registry "
+                         "names only); its rows carry int8 and float times only")
+        elif labels:
+            progress(f"int8 error of every layer of {target} (quantization debugger)")
+            found = layer_errors(target)
+            errors.update({label: found for label in labels})
+    return errors, notes
+
+
+def layer_errors(name: str) -> tuple[LayerError, ...]:
+    """:func:`quant.sensitivity.layer_sensitivity` of ``name`` at its default knobs,
+    on the calibration data its int8 export used."""
+    import_quietly()
+    from exporter.pipeline import build_or_load, calibrate  # heavy: imports TensorFlow/Keras
+    from quant.sensitivity import layer_sensitivity
+
+    options = _export_options(Precision.INT8, (Format.TFLITE,))
+    source = build_or_load(name, seed=options.seed)
+    rows = layer_sensitivity(source.model, calibrate(source, options).calibration)
+    return tuple(LayerError(r.tensor, r.layers, r.rmse_steps) for r in rows)
+
+
+def _export_options(precision: Precision, formats: tuple[Format, ...]) -> ExportOptions:
+    return ExportOptions(precision=precision, formats=formats, calib_samples=32, held_out=8)

@@ -230,19 +230,28 @@ PER_LAYER_ROWS = 15
 
 def per_layer_table(measurement: dict[str, Any], *, width: int,
                     limit: int = PER_LAYER_ROWS) -> Table:
-    """The slowest rows of one artifact's per-layer table, with their flags."""
+    """The slowest rows of one artifact's per-layer table, with their flags (and, for
+    an int8 table beside its float twin, the float time and int8 error of each row)."""
     data = measurement["per_layer"]
     rows = sorted(data["rows"], key=lambda r: -(r["ms"] or 0.0))[:limit]
+    twin = any(r.get("float_ms") is not None for r in data["rows"])
+    error = any(r.get("rmse_steps") is not None for r in data["rows"])
     columns = (Column("layer"), Column("op", drop=3), Column("ms", right=True),
-               Column("%", right=True, drop=2), Column("MMACs", right=True, drop=4),
-               Column("GMAC/s", right=True, drop=1), Column("why", wrap=True))
+               Column("%", right=True, drop=2), Column("MMACs", right=True, drop=5),
+               Column("GMAC/s", right=True, drop=4),
+               *((Column("/fp32", right=True, drop=1),) if twin else ()),
+               *((Column("err", right=True, drop=1),) if error else ()), Column("why", wrap=True))
     body = [[layer_text(r["layers"]) or f"({r['name'][:40]})", r["kind"], _num(r["ms"], ".3f"),
              "-" if r["share"] is None else f"{100 * r['share']:.1f}",
-             f"{r['macs'] / 1e6:.1f}", _num(r["gmacs"], ".1f"), ", ".join(r["flags"])]
+             f"{r['macs'] / 1e6:.1f}", _num(r["gmacs"], ".1f"),
+             *((_num(r.get("versus_float"), ".2f"),) if twin else ()),
+             *((_num(r.get("rmse_steps"), ".2f"),) if error else ()), ", ".join(r["flags"])]
             for r in rows]
     ratio = data["parts_over_whole"]
     caption = (f"{data['method']}; ops sum to {data['sum_ms']:.3f} ms"
                + (f", {ratio:.2f}x the whole model's {data['whole_ms']:.3f} ms" if ratio else "")
-               + f"; {len(data['unmapped'])} op(s) map to no layer")
+               + f"; {len(data['unmapped'])} op(s) map to no layer"
+               + ("; /fp32: int8 over float time of the same layers" if twin else "")
+               + ("; err: int8 error, rmse in quantization steps" if error else ""))
     return fitted(f"{measurement['artifact']}: slowest {len(rows)} of {len(data['rows'])} ops",
                   columns, body, width=width, caption=caption)

@@ -179,6 +179,8 @@ def test_per_layer_on_the_phone_from_benchmark_model_op_tables(
     assert m["init_ms"] > 0 and m["first_inference_ms"] > 0
     assert table["method"].startswith("benchmark_model --enable_op_profiling")
     assert table["rows"] and all(r["ms"] is not None for r in table["rows"])
+    assert table["whole_ms"] == m["latency"]["mean_ms"]  # the same profiled runs
+    assert 0.2 < table["parts_over_whole"] < 5
     assert [r["ops"] for r in table["rows"]] == [[i] for i in range(len(table["rows"]))]
     assert sum(r["macs"] for r in table["rows"]) == pytest.approx(m["macs"], rel=0.005)
     assert {"stem.conv", "classifier.fc"} <= {n for r in table["rows"] for n in r["layers"]}

@@ -163,12 +163,14 @@ def test_html_report_and_model_explorer_node_data(v3_models: Path, tmp_path: Pat
     from model_explorer.node_data_builder import GraphNodeData
 
     tflites = sorted(str(p) for p in v3_models.glob("*.tflite"))
-    code, out, err = run(["profile", *tflites, "--per-layer", "--runs", "3", "--warmup", "1",
+    code, out, err = run(["profile", *tflites, "--int8", "--runs", "3", "--warmup", "1",
                           "--out", str(tmp_path), "--json"], capsys)
     assert code == 0, err
+    assert err.count("int8 error per layer needs the Keras model") == 2  # files, not names
     summary = json.loads(out)
     page = Path(summary["html"]).read_text()
     assert page.count("<img ") == 5  # two artifacts x (bars, scatter) + int8 vs float
+    assert page.count("<th>int8 / float</th>") == 1  # the int8 table, beside its float twin
     assert f"int8 vs {_file(v3_models, 'fp32.tflite').name}" in page
     [versus] = summary["int8_vs_float"].values()
     assert versus["float"] == _file(v3_models, "fp32.tflite").name and versus["layers"]
@@ -185,6 +187,42 @@ def test_html_report_and_model_explorer_node_data(v3_models: Path, tmp_path: Pat
                  for m in n.get("outputsMetadata", []) for a in m["attrs"]
                  if a["key"] == "tensor_name"}
         assert data["results"] and set(data["results"]) <= names
+
+
+def test_profile_int8_against_float_per_layer(tmp_path: Path, capsys) -> None:
+    """``--int8`` on a registry name: exported at both precisions, every int8 row beside
+    the float time of the same layers, TFLite rows with the quantization debugger's
+    error of their op (found by output tensor), flagged where int8 is slower; the
+    error overlay validates as Model Explorer node data."""
+    import dacite
+    from model_explorer.node_data_builder import GraphNodeData
+
+    code, out, err = run(["profile", "mobilenet_v3_small", "--int8", "--runs", "3",
+                          "--warmup", "1", "--threads", "1", "--out", str(tmp_path), "--json"],
+                         capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    found = {(m["fmt"], m["precision"]): m for m in summary["measurements"]}
+    assert set(found) == {(f, p) for f in ("tflite", "onnx") for p in ("fp32", "int8")}
+    for fmt in ("tflite", "onnx"):
+        rows = found[fmt, "int8"]["per_layer"]["rows"]
+        paired = [r for r in rows if r["float_ms"] is not None]
+        assert len(paired) >= 0.8 * sum(bool(r["layers"]) for r in rows), fmt
+        for r in paired:
+            assert r["versus_float"] == pytest.approx(r["set_ms"] / r["float_ms"])
+            slower = any(f.startswith("int8 ") and "x float" in f for f in r["flags"])
+            assert slower == (r["versus_float"] > 1.1), r
+        assert all(r["float_ms"] is None for r in found[fmt, "fp32"]["per_layer"]["rows"])
+    tflite = found["tflite", "int8"]["per_layer"]["rows"]
+    errors = [r["rmse_steps"] for r in tflite if r["rmse_steps"] is not None]
+    assert len(errors) >= 0.8 * sum(r["kind"] != "QUANTIZE" for r in tflite)
+    assert len(set(errors)) > len(errors) / 2  # per op (by tensor), not one value per layer
+    assert all(r["rmse_steps"] is None for r in found["onnx", "int8"]["per_layer"]["rows"])
+    [overlay] = [p for p in summary["node_data"] if p.endswith(".int8_error.node_data.json")]
+    data = json.loads(Path(overlay).read_text())
+    dacite.from_dict(GraphNodeData, data, config=dacite.Config(strict=True))
+    assert len(data["results"]) == len(errors)
+    assert "int8 error (steps)" in (tmp_path / "profile.md").read_text()
 
 
 def test_per_layer_of_a_file_made_elsewhere(tmp_path: Path, capsys) -> None:
