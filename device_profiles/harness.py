@@ -21,12 +21,13 @@ from device_profiles import host
 from device_profiles.adb import REMOTE_DIR as REMOTE
 from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost, server_args
 from device_profiles.inspect import input_dims, precision_of
-from device_profiles.measurement import Latency, Measurement
+from device_profiles.measurement import BackendRun, Latency, Measurement
 from device_profiles.onnx_cost import dims_text
 from device_profiles.op_tables import NoOpTables, parse_op_tables
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
 from device_profiles.per_layer import Device, OpTimes, PerLayer, of_file
 from device_profiles.profile import Profile, Roofline, Transport, all_profiles, load_profile
+from device_profiles.stats import RepeatPolicy, Repeated, interleave
 from mobilectl.core.cost import shape_from_text
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import sha256
@@ -78,6 +79,7 @@ class ProfileOptions:
     timeout_s: float | None = None
     input_shapes: tuple[InputShape, ...] = ()
     per_layer: bool = False
+    repeat: RepeatPolicy = RepeatPolicy()
 
 
 @dataclass(frozen=True)
@@ -167,15 +169,22 @@ def _settings(profile: Profile, options: ProfileOptions) -> tuple[int, int, int]
             profile.warmup if options.warmup is None else options.warmup)
 
 
-def _measurement(artifact: Artifact, *, device: str, backend: str, threads: int,
-                 delegate: str, latency: Latency, init_ms: float | None,
-                 peak_memory_mb: float | None, peak_gmacs: float | None,
-                 layers: tuple[PerLayer | None, str | None] = (None, None),
-                 first_ms: float | None = None) -> Measurement:
+def _measurement(artifact: Artifact, *, device: str, threads: int, delegate: str,
+                 runs: Sequence[BackendRun], policy: RepeatPolicy, peak_gmacs: float | None,
+                 layers: tuple[PerLayer | None, str | None] = (None, None)) -> Measurement:
+    """One artifact's repetitions on one device as one measurement."""
+    run = BackendRun.combined(runs)
+    repeats = Repeated.of([r.latency.median_ms for r in runs], policy)
+    latency = dataclasses.replace(run.latency, median_ms=repeats.median_ms)
     return Measurement(artifact.path.name, artifact.model, artifact.fmt, artifact.precision,
                        artifact.macs, artifact.params, artifact.path.stat().st_size, device,
-                       backend, threads, delegate, latency, init_ms, peak_memory_mb, peak_gmacs,
-                       *layers, first_ms)
+                       run.backend, threads, delegate, latency, run.init_ms, run.peak_memory_mb,
+                       peak_gmacs, *layers, run.first_inference_ms, repeats)
+
+
+def _repetition(rep: int, policy: RepeatPolicy) -> str:
+    return f", repetition {rep + 1}" + (f" of {policy.min_reps}" if policy.min_reps ==
+                                        policy.max_reps else f" (up to {policy.max_reps})")
 
 
 ELEMENT_BYTES = {Precision.INT8: 1, Precision.FP16: 2}
@@ -205,31 +214,41 @@ def host_roofline() -> Roofline:
 
 def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOptions,
              progress: Progress) -> ProfileResult:
-    """Measure on this machine; the roofline is measured in the same run."""
+    """Measure on this machine, repetitions interleaved; the roofline is measured in
+    the same run."""
     threads, runs, warmup = _settings(profile, options)
     for artifact in artifacts:  # before anything runs
         host.check_shapes(artifact.path, artifact.input_shapes)
     progress("measure this machine's peak GMAC/s and memory bandwidth")
     roof = host_roofline()
     result = ProfileResult(device="host", summary={"roofline": dataclasses.asdict(roof)})
-    for i, artifact in enumerate(artifacts):
-        progress(f"[{i + 1}/{len(artifacts)}] {artifact.path.name} on host ({threads} threads)")
+    policy, count = options.repeat, len(artifacts)
+
+    def once(i: int, rep: int) -> tuple[float, BackendRun] | str:
+        artifact = artifacts[i]
+        progress(f"[{i + 1}/{count}] {artifact.path.name} on host ({threads} thread"
+                 f"{'s' if threads > 1 else ''})"
+                 + _repetition(rep, policy))
         try:
             done = host.run_artifact(artifact.path, threads=threads, runs=runs, warmup=warmup,
                                      input_shapes=artifact.input_shapes)
         except host.BenchmarkFailed as exc:
-            result.failures.append(f"{artifact.path.name}: {exc}")
+            return f"{artifact.path.name}: {exc}"
+        time.sleep(profile.cooldown_s)
+        return done.latency.median_ms, done
+
+    reps, failed = interleave(count, policy, once)
+    for i, artifact in enumerate(artifacts):
+        if i in failed or not reps[i]:
+            result.failures.append(failed.get(i, f"{artifact.path.name}: no repetition ran"))
             continue
         layers: tuple[PerLayer | None, str | None] = (None, None)
         if options.per_layer:
-            progress(f"[{i + 1}/{len(artifacts)}] {artifact.path.name}: time each op")
+            progress(f"[{i + 1}/{count}] {artifact.path.name}: time each op")
             layers = _host_layers(artifact, threads=threads, runs=runs, warmup=warmup, roof=roof)
         result.measurements.append(_measurement(
-            artifact, device="host", backend=done.backend, threads=threads, delegate="cpu",
-            latency=done.latency, init_ms=done.init_ms, peak_memory_mb=done.peak_memory_mb,
-            peak_gmacs=roof.peak(artifact.precision), layers=layers,
-            first_ms=done.first_inference_ms))
-        time.sleep(profile.cooldown_s)
+            artifact, device="host", threads=threads, delegate="cpu", runs=reps[i],
+            policy=policy, peak_gmacs=roof.peak(artifact.precision), layers=layers))
     return result
 
 
@@ -311,55 +330,108 @@ def run_adb(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
 
 def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts: Sequence[Artifact],
                    profile: Profile, options: ProfileOptions, progress: Progress) -> ProfileResult:
-    threads, runs, warmup = _settings(profile, options)
-    timeout = options.timeout_s or max(120.0, 2.0 * (runs + warmup))
+    """Repetitions interleaved on one device, then one op-profiled run per model with
+    ``--per-layer`` (profiling slows the runs it times, so they are not repetitions).
+    A lost device keeps what finished."""
     result = ProfileResult(device=device.serial)
-    remote_bin = f"{REMOTE}/benchmark_model"
+    bench = _DeviceBench(client, device.serial, profile, options, progress, result)
+    gathered: list[list[BackendRun]] = [[] for _ in artifacts]
+    layers: dict[int, tuple[PerLayer | None, str | None]] = {}
+
+    def once(i: int, rep: int) -> tuple[float, BackendRun] | str:
+        found = bench.run(artifacts[i], i, len(artifacts), rep)
+        if not isinstance(found, str):
+            gathered[i].append(found[1])
+        return found
+
     try:
-        client.shell(device.serial, ["mkdir", "-p", REMOTE])
-        client.push(device.serial, binary, remote_bin)
-        client.shell(device.serial, ["chmod", "755", remote_bin])
+        bench.setup(binary)
+        _, failed = interleave(len(artifacts), options.repeat, once)
+        result.failures += [failed[i] for i in sorted(failed)]
         for i, artifact in enumerate(artifacts):
-            progress(f"[{i + 1}/{len(artifacts)}] {artifact.path.name} on {device.serial}")
-            remote = f"{REMOTE}/{artifact.path.name}"
-            try:
-                client.push(device.serial, artifact.path, remote)
-                pin = ["taskset", profile.affinity_mask] if profile.affinity_mask else []
-                output = client.shell(device.serial, [
-                    *pin, remote_bin, f"--graph={remote}", f"--num_threads={threads}",
-                    f"--num_runs={runs}", f"--warmup_runs={warmup}",
-                    *DELEGATE_FLAGS[options.delegate], *_input_flags(artifact),
-                    *(["--enable_op_profiling=true"] if options.per_layer else [])],
-                    timeout=timeout)
-                client.shell(device.serial, ["rm", "-f", remote])
-                parsed = parse_benchmark_output(output)
-            except DeviceLost as exc:
-                result.failures.append(f"{artifact.path.name}: {exc}")
-                raise
-            except (AdbError, BenchmarkOutputError) as exc:
-                result.failures.append(f"{artifact.path.name} on {device.serial}: {exc}")
-                continue
-            stats = parsed.inference
-            latency = Latency(stats.count, stats.median_ms or stats.avg_ms, stats.p5_ms,
-                              stats.p95_ms, stats.avg_ms, stats.std_ms, stats.min_ms, stats.max_ms)
-            result.measurements.append(_measurement(
-                artifact, device=f"{profile.name}:{device.serial}", backend="benchmark_model (adb)",
-                threads=threads, delegate=options.delegate, latency=latency,
-                init_ms=parsed.init_ms, peak_memory_mb=parsed.memory_overall_mb,
-                peak_gmacs=profile.roofline.peak(artifact.precision),
-                layers=_device_layers(artifact, output, profile.roofline, whole_ms=stats.avg_ms)
-                if options.per_layer else (None, None), first_ms=parsed.first_inference_ms))
-            time.sleep(profile.cooldown_s)
+            if options.per_layer and gathered[i]:
+                layers[i] = bench.layers(artifact)
     except DeviceLost as exc:
         if not any(str(exc) in failure for failure in result.failures):
             result.failures.append(f"{device.serial}: {exc}")  # lost during setup
-        return result
     except AdbError as exc:  # setup failed (e.g. no space for the binary): nothing ran
         result.failures.append(f"{device.serial}: {exc}")
-        return result
     finally:
         _cleanup(client, device.serial)
+    result.measurements = [_measurement(
+        artifact, device=f"{profile.name}:{device.serial}", threads=bench.threads,
+        delegate=options.delegate, runs=gathered[i], policy=options.repeat,
+        peak_gmacs=profile.roofline.peak(artifact.precision),
+        layers=layers.get(i, (None, None))) for i, artifact in enumerate(artifacts) if gathered[i]]
     return result
+
+
+@dataclass
+class _DeviceBench:
+    """``benchmark_model`` on one device: set up, one repetition, one profiled run."""
+
+    client: AdbClient
+    serial: str
+    profile: Profile
+    options: ProfileOptions
+    progress: Progress
+    result: ProfileResult
+    pushed: set[str] = field(default_factory=set)
+
+    @property
+    def threads(self) -> int:
+        return _settings(self.profile, self.options)[0]
+
+    def setup(self, binary: Path) -> None:
+        self.client.shell(self.serial, ["mkdir", "-p", REMOTE])
+        self.client.push(self.serial, binary, f"{REMOTE}/benchmark_model")
+        self.client.shell(self.serial, ["chmod", "755", f"{REMOTE}/benchmark_model"])
+
+    def output(self, artifact: Artifact, *, profiled: bool = False) -> str:
+        """benchmark_model's output on ``artifact`` (pushed on first use)."""
+        threads, runs, warmup = _settings(self.profile, self.options)
+        remote = f"{REMOTE}/{artifact.path.name}"
+        if remote not in self.pushed:
+            self.client.push(self.serial, artifact.path, remote)
+            self.pushed.add(remote)
+        pin = ["taskset", self.profile.affinity_mask] if self.profile.affinity_mask else []
+        return self.client.shell(self.serial, [
+            *pin, f"{REMOTE}/benchmark_model", f"--graph={remote}", f"--num_threads={threads}",
+            f"--num_runs={runs}", f"--warmup_runs={warmup}",
+            *DELEGATE_FLAGS[self.options.delegate], *_input_flags(artifact),
+            *(["--enable_op_profiling=true"] if profiled else [])],
+            timeout=self.options.timeout_s or max(120.0, 2.0 * (runs + warmup)))
+
+    def run(self, artifact: Artifact, i: int, count: int, rep: int
+            ) -> tuple[float, BackendRun] | str:
+        """One repetition: (median ms, the run), or why it failed."""
+        self.progress(f"[{i + 1}/{count}] {artifact.path.name} on {self.serial}"
+                      + _repetition(rep, self.options.repeat))
+        try:
+            parsed = parse_benchmark_output(self.output(artifact))
+        except DeviceLost as exc:
+            self.result.failures.append(f"{artifact.path.name}: {exc}")
+            raise
+        except (AdbError, BenchmarkOutputError) as exc:
+            return f"{artifact.path.name} on {self.serial}: {exc}"
+        stats = parsed.inference
+        latency = Latency(stats.count, stats.median_ms or stats.avg_ms, stats.p5_ms,
+                          stats.p95_ms, stats.avg_ms, stats.std_ms, stats.min_ms, stats.max_ms)
+        time.sleep(self.profile.cooldown_s)
+        return latency.median_ms, BackendRun(latency, parsed.init_ms, parsed.memory_overall_mb,
+                                             "benchmark_model (adb)", parsed.first_inference_ms)
+
+    def layers(self, artifact: Artifact) -> tuple[PerLayer | None, str | None]:
+        """One op-profiled run of ``artifact``, joined per layer."""
+        self.progress(f"{artifact.path.name} on {self.serial}: time each op")
+        try:
+            output = self.output(artifact, profiled=True)
+            whole = parse_benchmark_output(output).inference.avg_ms
+        except DeviceLost:
+            raise
+        except (AdbError, BenchmarkOutputError) as exc:
+            return None, f"op-profiled run failed: {exc}"
+        return _device_layers(artifact, output, self.profile.roofline, whole_ms=whole)
 
 
 def _device_layers(artifact: Artifact, output: str, roof: Roofline, *,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from device_profiles.per_layer import LayerError, PerLayer, against_float
+from device_profiles.stats import Repeated
 
 NOISY_SPREAD = 0.5  # (p95 - p5) / median above this: the run is flagged noisy
 
@@ -33,6 +34,23 @@ class Latency:
         p5, median, p95 = np.percentile(values, [5, 50, 95])
         return cls(len(values), float(median), float(p5), float(p95), float(values.mean()),
                    float(values.std()), float(values.min()), float(values.max()))
+
+    @classmethod
+    def combined(cls, parts: Sequence[Latency]) -> Latency:
+        """Several repetitions as one: the median of their medians, the median of their
+        p5 and p95 (one repetition's typical spread), the pooled mean and standard
+        deviation (between-repetition drift included), the extremes of all."""
+        if len(parts) == 1:
+            return parts[0]
+        runs = sum(p.runs for p in parts)
+        mean = sum(p.mean_ms * p.runs for p in parts) / runs
+        var = sum(p.runs * (p.std_ms ** 2 + (p.mean_ms - mean) ** 2) for p in parts) / runs
+        p5s = [p.p5_ms for p in parts if p.p5_ms is not None]
+        p95s = [p.p95_ms for p in parts if p.p95_ms is not None]
+        return cls(runs, float(np.median([p.median_ms for p in parts])),
+                   float(np.median(p5s)) if p5s else None,
+                   float(np.median(p95s)) if p95s else None, mean, float(np.sqrt(var)),
+                   min(p.min_ms for p in parts), max(p.max_ms for p in parts))
 
     @property
     def spread(self) -> float | None:
@@ -59,6 +77,19 @@ class BackendRun:
     backend: str
     first_inference_ms: float | None = None  # the first run after loading (cold)
 
+    @classmethod
+    def combined(cls, parts: Sequence[BackendRun]) -> BackendRun:
+        """Repetitions of one artifact as one run: latency as :meth:`Latency.combined`,
+        load and first-run times their median, peak memory the highest."""
+        def median(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return float(np.median(known)) if known else None
+
+        peaks = [p.peak_memory_mb for p in parts if p.peak_memory_mb is not None]
+        return cls(Latency.combined([p.latency for p in parts]),
+                   median([p.init_ms for p in parts]), max(peaks) if peaks else None,
+                   parts[0].backend, median([p.first_inference_ms for p in parts]))
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -82,6 +113,7 @@ class Measurement:
     per_layer: PerLayer | None = None  # with --per-layer
     per_layer_error: str | None = None  # why there is no per-layer table, when asked
     first_inference_ms: float | None = None  # the first run after loading (cold)
+    repeats: Repeated | None = None  # the repetitions and their interval
 
     @property
     def gmacs(self) -> float | None:
@@ -102,6 +134,8 @@ class Measurement:
         data["gmacs"] = self.gmacs
         data["roofline_fraction"] = self.roofline_fraction
         data["per_layer"] = self.per_layer.as_dict() if self.per_layer else None
+        if self.repeats:
+            data["repeats"]["ci_pct"] = self.repeats.ci_pct
         return data
 
 

@@ -18,6 +18,7 @@ from scipy.stats import spearmanr
 from device_profiles.html_report import write_html, write_node_data
 from device_profiles.measurement import Measurement, pairs_of, with_float_twins
 from device_profiles.per_layer import LayerError, LayerPair, PerLayer, compare
+from device_profiles.stats import Repeated
 from mobilectl.core.files import write_atomic
 
 PLOT_NAME = "latency_vs_macs.png"
@@ -81,6 +82,12 @@ def _fmt(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
 
+def _interval(reps: Repeated | None) -> str:
+    if reps is None or reps.ci_low_ms is None or reps.ci_high_ms is None:
+        return "-"
+    return f"{reps.ci_low_ms:.3f}-{reps.ci_high_ms:.3f}"
+
+
 def per_layer_markdown(artifact: str, table: PerLayer) -> list[str]:
     """Every row of one artifact's per-layer table, in run order (with the float time
     and int8 error of each row when the table has a float twin)."""
@@ -109,16 +116,21 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any],
              versus_float: dict[str, Any], *,
              device: str, plot_name: str | None, failures: Sequence[str]) -> str:
     """A Markdown report (fit for a CI job summary)."""
+    confidence = next((m.repeats.confidence for m in measurements if m.repeats), 0.95)
     lines = [f"# Latency on {device}", "",
-             "| model | format | precision | MACs | params | size | median ms | p5-p95 ms | "
+             f"| model | format | precision | MACs | params | size | median ms "
+             f"| {100 * confidence:g}% CI ms "
+             "| reps | verdict | p5-p95 ms | "
              "GMAC/s | % roofline | load ms | first run ms | peak MB | noisy |",
-             "|" + "---|" * 14]
+             "|" + "---|" * 17]
     for m in measurements:
-        lat = m.latency
+        lat, reps = m.latency, m.repeats
         lines.append(
             f"| {m.model} | {m.fmt} | {m.precision} | {_fmt(m.macs and m.macs / 1e6, '.1f', 'M')} "
             f"| {_fmt(m.params and m.params / 1e6, '.2f', 'M')} | {m.size_bytes / 2**20:.2f} MiB "
-            f"| {lat.median_ms:.3f} | {_fmt(lat.p5_ms, '.3f')}-{_fmt(lat.p95_ms, '.3f')} "
+            f"| {lat.median_ms:.3f} | {_interval(reps)} | {len(reps.medians_ms) if reps else '-'} "
+            f"| {reps.verdict if reps else '-'} "
+            f"| {_fmt(lat.p5_ms, '.3f')}-{_fmt(lat.p95_ms, '.3f')} "
             f"| {_fmt(m.gmacs, '.2f')} | {_fmt(m.roofline_fraction and 100 * m.roofline_fraction, '.1f', '%')} "
             f"| {_fmt(m.init_ms, '.1f')} | {_fmt(m.first_inference_ms, '.2f')} "
             f"| {_fmt(m.peak_memory_mb, '.0f')} | {'yes' if lat.noisy else ''} |")

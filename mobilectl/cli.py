@@ -53,6 +53,14 @@ KnobOpt = Annotated[Optional[list[str]], typer.Option(
     "--knob", metavar="NAME=VALUE",
     help="Any other knob of the model, e.g. cell_repeats=6 (repeatable; see 'mobilectl models').")]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON on stdout for scripts.")]
+MinRepsOpt = Annotated[Optional[int], typer.Option("--min-reps", help="Repetitions (fresh "
+                       "benchmark processes) at least (default: 3; compare: 5).")]
+MaxRepsOpt = Annotated[Optional[int], typer.Option("--max-reps", help="Repetitions at most "
+                       "(default: --min-reps, or 10 with --target-ci).")]
+TargetCiOpt = Annotated[Optional[float], typer.Option("--target-ci", metavar="PCT", help="Repeat "
+                        "until the median's confidence interval is narrower than PCT percent "
+                        "of it.")]
+ConfidenceOpt = Annotated[float, typer.Option("--confidence", help="Of the intervals.")]
 
 
 def _version(value: bool) -> None:
@@ -371,18 +379,24 @@ def profile_cmd(
     int8: Annotated[bool, typer.Option("--int8", help="Registry names in int8 and fp32, "
                     "compared per layer: int8 vs float time and each layer's int8 error "
                     "(implies --per-layer).")] = False,
+    min_reps: MinRepsOpt = None, max_reps: MaxRepsOpt = None, target_ci: TargetCiOpt = None,
+    confidence: ConfidenceOpt = 0.95,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure latency on a device and report it next to MACs (rank correlation, plot)."""
     from device_profiles.harness import InputShape, ProfileOptions  # lazy: pulls numpy
+    from device_profiles.stats import RepeatPolicy
     from mobilectl.profiling import profile
+
+    repeat = RepeatPolicy.of_flags(min_reps=min_reps, max_reps=max_reps,
+                                   target_ci_pct=target_ci, confidence=confidence)
 
     options = ProfileOptions(device=device, serials=tuple(serial or ()), threads=threads,
                              runs=runs, warmup=warmup, delegate=delegate,
                              out=Path(out_dir), benchmark_binary=binary, adb=adb,
                              adb_server=adb_server, timeout_s=timeout,
                              input_shapes=tuple(InputShape.parse(s) for s in input_shape or ()),
-                             per_layer=per_layer or int8)
+                             per_layer=per_layer or int8, repeat=repeat)
     _quiet_tensorflow()
     with stage_progress(err, f"profile on {device}") as progress:
         result = profile(targets or [], options, precision=precision, versus_float=int8,
@@ -402,6 +416,51 @@ def profile_cmd(
         err.print(f"error: {len(result.failures)} failure(s); first: "
                   f"{_one_line(result.failures[0])}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
+
+
+@app.command("compare")
+def compare_cmd(
+    a: Annotated[str, typer.Argument(metavar="A", help="Registry name, .tflite/.onnx file or "
+                 "manifest.json.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="The same kinds of target as A.")],
+    device: Annotated[str, typer.Option("--device", help="Profile name or a .toml file.")] = "host",
+    serial: Annotated[Optional[list[str]], typer.Option("--serial", help="adb serial.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1)] = None,
+    runs: Annotated[Optional[int], typer.Option("--runs", min=1)] = None,
+    warmup: Annotated[Optional[int], typer.Option("--warmup", min=0)] = None,
+    precision: Annotated[str, typer.Option("--precision", help="For registry names: int8 or fp32.")] = "fp32",
+    threshold: Annotated[float, typer.Option("--threshold", metavar="PCT", help="Call a "
+                         "difference only when the whole interval is beyond PCT percent.")] = 1.0,
+    min_reps: MinRepsOpt = None, max_reps: MaxRepsOpt = None, target_ci: TargetCiOpt = None,
+    confidence: ConfidenceOpt = 0.95,
+    out_dir: Annotated[str, typer.Option("--out", help="Folder of compare.json (and exported "
+                       "artifacts).")] = "compare",
+    binary: Annotated[Optional[str], typer.Option("--benchmark-binary",
+                      help="TFLite benchmark_model for the device's ABI.")] = None,
+    adb_server: Annotated[Optional[str], typer.Option("--adb-server", metavar="HOST:PORT")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure A and B interleaved; the ratio of medians with its interval and a verdict."""
+    from device_profiles.harness import ProfileOptions  # lazy: pulls numpy
+    from device_profiles.stats import COMPARE_REPS, RepeatPolicy
+    from mobilectl.compare import compare
+
+    repeat = RepeatPolicy.of_flags(min_reps=min_reps, max_reps=max_reps,
+                                   target_ci_pct=target_ci, confidence=confidence,
+                                   default_reps=COMPARE_REPS)
+    options = ProfileOptions(device=device, serials=tuple(serial or ()), threads=threads,
+                             runs=runs, warmup=warmup, out=Path(out_dir), benchmark_binary=binary,
+                             adb_server=adb_server, repeat=repeat)
+    _quiet_tensorflow()
+    with stage_progress(err, f"compare on {device}") as progress:
+        summary = compare(a, b, options, precision=precision, threshold_pct=threshold,
+                          progress=progress)
+    if as_json:
+        _print_json(summary)
+        return
+    out.print(profile_table(summary, width=out.width))
+    for verdict in summary["verdicts"]:
+        out.print(verdict["sentence"], markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("devices")

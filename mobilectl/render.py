@@ -186,26 +186,56 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def profile_table(summary: dict[str, Any], *, width: int) -> Table:
-    """Per-model latency next to the FLOPs proxy."""
-    columns = (Column("model"), Column("format", drop=4), Column("precision", drop=3),
-               Column("MACs", right=True, drop=2), Column("size", right=True, drop=6),
-               Column("median ms", right=True), Column("p5-p95 ms", right=True, drop=1),
-               Column("GMAC/s", right=True, drop=5), Column("% roofline", right=True, drop=7),
+    """Per-model latency next to the FLOPs proxy: the median of the repetitions with
+    its confidence interval and verdict."""
+    columns = (Column("model"), Column("format", drop=3), Column("prec", drop=2),
+               Column("MACs", right=True, drop=6), Column("size", right=True, drop=13),
+               Column("median ms", right=True), Column("CI ms", right=True, drop=1),
+               Column("reps", right=True, drop=5), Column("p5-p95 ms", right=True, drop=7),
+               Column("GMAC/s", right=True, drop=8), Column("% roofline", right=True, drop=12),
                Column("load ms", right=True, drop=10), Column("1st ms", right=True, drop=11),
-               Column("peak MB", right=True, drop=8), Column("", drop=9))
+               Column("peak MB", right=True, drop=9), Column("verdict", drop=4))
     body = []
     for m in summary["measurements"]:
-        lat, frac = m["latency"], m["roofline_fraction"]
+        lat, frac, reps = m["latency"], m["roofline_fraction"], m.get("repeats") or {}
+        ci = (f"{reps['ci_low_ms']:.3f}-{reps['ci_high_ms']:.3f}"
+              if reps.get("ci_low_ms") is not None else "-")
         body.append([m["model"], m["fmt"], m["precision"], millions(m["macs"], 1),
-                     mebibytes(m["size_bytes"]), f"{lat['median_ms']:.3f}",
+                     mebibytes(m["size_bytes"]), f"{lat['median_ms']:.3f}", ci,
+                     str(len(reps.get("medians_ms", ()))) or "-",
                      f"{_num(lat['p5_ms'], '.3f')}-{_num(lat['p95_ms'], '.3f')}",
                      _num(m["gmacs"], ".2f"), "-" if frac is None else f"{100 * frac:.1f}%",
                      _num(m["init_ms"], ".1f"), _num(m["first_inference_ms"], ".2f"),
-                     _num(m["peak_memory_mb"], ".0f"), "noisy" if lat["noisy"] else ""])
-    rho = [f"{k}: {v['rho']:.2f}" for k, v in summary["spearman_macs_latency"].items()
+                     _num(m["peak_memory_mb"], ".0f"), _verdict(reps, noisy=lat["noisy"])])
+    rho = [f"{k}: {v['rho']:.2f}" for k, v in summary.get("spearman_macs_latency", {}).items()
            if v["rho"] is not None]
-    caption = "Spearman(MACs, latency) " + ("; ".join(rho) if rho else "n/a (< 3 models)")
+    caption = (("Spearman(MACs, latency) " + ("; ".join(rho) if rho else "n/a (< 3 models)")
+                if "spearman_macs_latency" in summary else "")
+               + _repeats_caption([m["repeats"] for m in summary["measurements"]
+                                   if m.get("repeats")])).removeprefix("; ")
     return fitted(f"latency on {summary['device']}", columns, body, width=width, caption=caption)
+
+
+def _repeats_caption(repeats: list[dict[str, Any]]) -> str:
+    """What the CI column is and, with a target, how many reached it."""
+    if not repeats:
+        return ""
+    text = (f"; CI: {100 * repeats[0]['confidence']:g}% bootstrap interval of the median of "
+            f"{'/'.join(sorted({str(len(r['medians_ms'])) for r in repeats}, key=int))} "
+            "repetitions")
+    target = repeats[0]["target_ci_pct"]
+    if target is not None:
+        reached = sum(r["ci_pct"] is not None and r["ci_pct"] <= target for r in repeats)
+        text += f"; within the {target:g}% target: {reached} of {len(repeats)}"
+    return text
+
+
+def _verdict(reps: dict[str, Any], *, noisy: bool) -> str:
+    """``stable``/``unstable`` (the interval), ``+noisy`` when one repetition's runs
+    spread wide."""
+    base = reps.get("verdict", "")
+    base = "1 rep" if base.startswith("one repetition") else base
+    return (base + " noisy" if noisy else base) if reps else ("noisy" if noisy else "")
 
 
 def devices_table(rows: list[dict[str, Any]], *, width: int) -> Table:

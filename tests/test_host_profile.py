@@ -30,7 +30,8 @@ def test_host_profile_of_a_manifest(tmp_path: Path, capsys) -> None:
     backends = {m["fmt"]: m["backend"] for m in data["measurements"]}
     assert backends == {"tflite": "litert benchmark_litert_model", "onnx": "onnxruntime CPU"}
     for m in data["measurements"]:
-        assert m["latency"]["runs"] == 8 and m["latency"]["median_ms"] > 0
+        assert len(m["repeats"]["medians_ms"]) == 3  # three repetitions by default
+        assert m["latency"]["runs"] == 3 * 8 and m["latency"]["median_ms"] > 0
         assert m["macs"] > 0 and m["gmacs"] > 0 and 0 < m["peak_memory_mb"] < 2000
         assert m["roofline_fraction"] is not None and m["threads"] == 1
     assert data["roofline"]["peak_gmacs_fp32"] > 0 and data["roofline"]["bandwidth_gbs"] > 0
