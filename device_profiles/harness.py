@@ -20,6 +20,9 @@ from typing import Any
 from device_profiles import host
 from device_profiles.adb import REMOTE_DIR as REMOTE
 from device_profiles.adb import AdbClient, AdbDevice, AdbError, DeviceLost, server_args
+from device_profiles.device_state import (
+    DeviceState, TooHot, big_cores_mask, parse_state, state_flags, wait_cool, STATE_SCRIPT,
+)
 from device_profiles.inspect import input_dims, precision_of
 from device_profiles.measurement import BackendRun, Latency, Measurement
 from device_profiles.onnx_cost import dims_text
@@ -80,6 +83,8 @@ class ProfileOptions:
     input_shapes: tuple[InputShape, ...] = ()
     per_layer: bool = False
     repeat: RepeatPolicy = RepeatPolicy()
+    max_temp_c: float | None = None  # overrides the profile's
+    cool_timeout_s: float | None = None  # overrides the profile's
 
 
 @dataclass(frozen=True)
@@ -171,15 +176,31 @@ def _settings(profile: Profile, options: ProfileOptions) -> tuple[int, int, int]
 
 def _measurement(artifact: Artifact, *, device: str, threads: int, delegate: str,
                  runs: Sequence[BackendRun], policy: RepeatPolicy, peak_gmacs: float | None,
-                 layers: tuple[PerLayer | None, str | None] = (None, None)) -> Measurement:
-    """One artifact's repetitions on one device as one measurement."""
+                 layers: tuple[PerLayer | None, str | None] = (None, None),
+                 states: Sequence[tuple[DeviceState, DeviceState]] = ()) -> Measurement:
+    """One artifact's repetitions on one device as one measurement, with the device's
+    state around them (``states``: before and after each repetition)."""
     run = BackendRun.combined(runs)
+    flags = tuple(dict.fromkeys(f for before, after in states
+                                for f in state_flags(before, after)))
     repeats = Repeated.of([r.latency.median_ms for r in runs], policy)
     latency = dataclasses.replace(run.latency, median_ms=repeats.median_ms)
     return Measurement(artifact.path.name, artifact.model, artifact.fmt, artifact.precision,
                        artifact.macs, artifact.params, artifact.path.stat().st_size, device,
                        run.backend, threads, delegate, latency, run.init_ms, run.peak_memory_mb,
-                       peak_gmacs, *layers, run.first_inference_ms, repeats)
+                       peak_gmacs, *layers, run.first_inference_ms, repeats,
+                       states[0][0] if states else None, states[-1][1] if states else None,
+                       flags)
+
+
+def settle(profile: Profile, read: Callable[[], DeviceState],
+           announce: Progress) -> DeviceState:
+    """The device's state before a run: cooled below the profile's ``max_temp_c`` (or
+    TooHot), else as it is."""
+    if profile.max_temp_c is None:
+        return read()
+    return wait_cool(read, max_temp_c=profile.max_temp_c, timeout_s=profile.cool_timeout_s,
+                     announce=announce)
 
 
 def _repetition(rep: int, policy: RepeatPolicy) -> str:
@@ -223,9 +244,12 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
     roof = host_roofline()
     result = ProfileResult(device="host", summary={"roofline": dataclasses.asdict(roof)})
     policy, count = options.repeat, len(artifacts)
+    states: list[list[tuple[DeviceState, DeviceState]]] = [[] for _ in artifacts]
+    reps: list[list[BackendRun]] = [[] for _ in artifacts]
 
     def once(i: int, rep: int) -> tuple[float, BackendRun] | str:
         artifact = artifacts[i]
+        before = settle(profile, host.read_state, progress)
         progress(f"[{i + 1}/{count}] {artifact.path.name} on host ({threads} thread"
                  f"{'s' if threads > 1 else ''})"
                  + _repetition(rep, policy))
@@ -234,13 +258,20 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
                                      input_shapes=artifact.input_shapes)
         except host.BenchmarkFailed as exc:
             return f"{artifact.path.name}: {exc}"
+        states[i].append((before, host.read_state()))
+        reps[i].append(done)
         time.sleep(profile.cooldown_s)
         return done.latency.median_ms, done
 
-    reps, failed = interleave(count, policy, once)
+    failed: dict[int, str] = {}
+    try:
+        failed = interleave(count, policy, once)[1]
+    except TooHot as exc:
+        result.failures.append(f"host: {exc}; results so far kept")
     for i, artifact in enumerate(artifacts):
         if i in failed or not reps[i]:
-            result.failures.append(failed.get(i, f"{artifact.path.name}: no repetition ran"))
+            if i in failed:
+                result.failures.append(failed[i])
             continue
         layers: tuple[PerLayer | None, str | None] = (None, None)
         if options.per_layer:
@@ -248,7 +279,8 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
             layers = _host_layers(artifact, threads=threads, runs=runs, warmup=warmup, roof=roof)
         result.measurements.append(_measurement(
             artifact, device="host", threads=threads, delegate="cpu", runs=reps[i],
-            policy=policy, peak_gmacs=roof.peak(artifact.precision), layers=layers))
+            policy=policy, peak_gmacs=roof.peak(artifact.precision), layers=layers,
+            states=states[i]))
     return result
 
 
@@ -325,6 +357,9 @@ def run_adb(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
     for part in parts:
         result.measurements += part.measurements
         result.failures += part.failures
+        result.warnings += part.warnings
+        for key, value in part.summary.items():
+            result.summary.setdefault(key, {}).update(value)
     return result
 
 
@@ -351,18 +386,22 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
         for i, artifact in enumerate(artifacts):
             if options.per_layer and gathered[i]:
                 layers[i] = bench.layers(artifact)
+    except TooHot as exc:
+        result.failures.append(f"{device.serial}: {exc}; results so far kept")
     except DeviceLost as exc:
         if not any(str(exc) in failure for failure in result.failures):
             result.failures.append(f"{device.serial}: {exc}")  # lost during setup
     except AdbError as exc:  # setup failed (e.g. no space for the binary): nothing ran
         result.failures.append(f"{device.serial}: {exc}")
     finally:
+        bench.release()
         _cleanup(client, device.serial)
     result.measurements = [_measurement(
         artifact, device=f"{profile.name}:{device.serial}", threads=bench.threads,
         delegate=options.delegate, runs=gathered[i], policy=options.repeat,
         peak_gmacs=profile.roofline.peak(artifact.precision),
-        layers=layers.get(i, (None, None))) for i, artifact in enumerate(artifacts) if gathered[i]]
+        layers=layers.get(i, (None, None)), states=bench.states.get(i, ()))
+        for i, artifact in enumerate(artifacts) if gathered[i]]
     return result
 
 
@@ -377,6 +416,9 @@ class _DeviceBench:
     progress: Progress
     result: ProfileResult
     pushed: set[str] = field(default_factory=set)
+    mask: str | None = None  # the cores benchmark_model is pinned to
+    fixed_performance: bool = False  # turned on here: turn it off at the end
+    states: dict[int, list[tuple[DeviceState, DeviceState]]] = field(default_factory=dict)
 
     @property
     def threads(self) -> int:
@@ -386,6 +428,40 @@ class _DeviceBench:
         self.client.shell(self.serial, ["mkdir", "-p", REMOTE])
         self.client.push(self.serial, binary, f"{REMOTE}/benchmark_model")
         self.client.shell(self.serial, ["chmod", "755", f"{REMOTE}/benchmark_model"])
+        self.mask = self.profile.affinity_mask or big_cores_mask(self.state())
+        self.fixed_performance = self.performance_mode(True)
+        self.result.summary.setdefault("fixed_performance_mode", {})[self.serial] = \
+            self.fixed_performance
+        self.result.summary.setdefault("affinity_mask", {})[self.serial] = self.mask
+
+    def state(self) -> DeviceState:
+        """The phone's governors, clocks, temperatures and battery now."""
+        return parse_state(self.client.shell(self.serial, ["sh", "-c", STATE_SCRIPT],
+                                             timeout=30))
+
+    def performance_mode(self, on: bool) -> bool:
+        """Android's fixed performance mode (steady clocks) on or off; False, with a
+        warning when turning it on, where the device does not offer it."""
+        try:
+            self.client.shell(self.serial, ["cmd", "power", "set-fixed-performance-mode-enabled",
+                                            "true" if on else "false"], timeout=30)
+        except DeviceLost:
+            raise
+        except AdbError as exc:
+            if on:
+                self.result.warnings.append(f"{self.serial}: fixed performance mode not "
+                                            f"offered ({exc}); clocks may vary")
+            return False
+        return True
+
+    def release(self) -> None:
+        """Turn fixed performance mode off again, whatever happened."""
+        if self.fixed_performance:
+            try:
+                self.performance_mode(False)
+            except AdbError:
+                pass  # the device is gone: nothing to turn off
+            self.fixed_performance = False
 
     def output(self, artifact: Artifact, *, profiled: bool = False) -> str:
         """benchmark_model's output on ``artifact`` (pushed on first use)."""
@@ -394,7 +470,7 @@ class _DeviceBench:
         if remote not in self.pushed:
             self.client.push(self.serial, artifact.path, remote)
             self.pushed.add(remote)
-        pin = ["taskset", self.profile.affinity_mask] if self.profile.affinity_mask else []
+        pin = ["taskset", self.mask] if self.mask else []
         return self.client.shell(self.serial, [
             *pin, f"{REMOTE}/benchmark_model", f"--graph={remote}", f"--num_threads={threads}",
             f"--num_runs={runs}", f"--warmup_runs={warmup}",
@@ -405,10 +481,12 @@ class _DeviceBench:
     def run(self, artifact: Artifact, i: int, count: int, rep: int
             ) -> tuple[float, BackendRun] | str:
         """One repetition: (median ms, the run), or why it failed."""
+        before = settle(self.profile, self.state, self.progress)
         self.progress(f"[{i + 1}/{count}] {artifact.path.name} on {self.serial}"
                       + _repetition(rep, self.options.repeat))
         try:
             parsed = parse_benchmark_output(self.output(artifact))
+            self.states.setdefault(i, []).append((before, self.state()))
         except DeviceLost as exc:
             self.result.failures.append(f"{artifact.path.name}: {exc}")
             raise
@@ -474,6 +552,10 @@ def check_options(profile: Profile, options: ProfileOptions) -> None:
                         f"one of {', '.join(profile.delegates)}")
     if options.adb_server:
         server_args(options.adb_server)  # HOST:PORT, or a UserError naming it
+    for flag, value in (("--max-temp-c", options.max_temp_c),
+                        ("--cool-timeout", options.cool_timeout_s)):
+        if value is not None and not 0 <= value <= 1000:
+            raise UserError(f"{flag} {value:g} is not allowed: from 0 to 1000")
     if profile.transport == Transport.LOCAL:
         adb_only = [flag for flag, value in (("--serial", options.serials),
                                              ("--benchmark-binary", options.benchmark_binary),
@@ -503,6 +585,10 @@ def measure(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
     raised, so the results of the artifacts that finished are kept."""
     check_options(profile, options)
     artifacts = [fix_inputs(a, options.input_shapes) for a in artifacts]  # up front
+    profile = dataclasses.replace(
+        profile, max_temp_c=profile.max_temp_c if options.max_temp_c is None
+        else options.max_temp_c, cool_timeout_s=profile.cool_timeout_s
+        if options.cool_timeout_s is None else options.cool_timeout_s)
     warning = per_layer_warning(options)
     if warning:
         options = dataclasses.replace(options, per_layer=False)
@@ -510,6 +596,8 @@ def measure(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
     result.warnings += [warning] if warning else []
     result.warnings += [f"{m.artifact}: {m.per_layer_error}" for m in result.measurements
                         if m.per_layer_error]
+    result.warnings += [f"{m.artifact} on {m.device}: {flag}" for m in result.measurements
+                        for flag in m.state_flags]
     return result
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from device_profiles.device_state import STATE_SCRIPT, DeviceState, parse_state
 from device_profiles.measurement import BackendRun, Latency
 from device_profiles.profile import Roofline
 from mobilectl.core.errors import UserError
@@ -169,3 +170,13 @@ def measure_roofline(*, seconds: float = 1.0) -> Roofline:
         np.copyto(dst, src)
         bandwidth = max(bandwidth, 2 * src.nbytes / (time.perf_counter() - t0) / 1e9)
     return Roofline(best, None, bandwidth, "measured here: numpy float32 matmul and copy")
+
+
+def read_state() -> DeviceState:
+    """This machine's state: the same script a phone runs (no ``dumpsys`` here)."""
+    try:
+        done = subprocess.run(["/bin/sh", "-c", STATE_SCRIPT], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return parse_state("")
+    return parse_state(done.stdout)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from device_profiles.device_state import DeviceState
 from device_profiles.per_layer import LayerError, PerLayer, against_float
 from device_profiles.stats import Repeated
 
@@ -114,6 +115,9 @@ class Measurement:
     per_layer_error: str | None = None  # why there is no per-layer table, when asked
     first_inference_ms: float | None = None  # the first run after loading (cold)
     repeats: Repeated | None = None  # the repetitions and their interval
+    state_before: DeviceState | None = None  # before the first repetition
+    state_after: DeviceState | None = None  # after the last
+    state_flags: tuple[str, ...] = ()  # why the runs may not compare (throttled, hotter)
 
     @property
     def gmacs(self) -> float | None:

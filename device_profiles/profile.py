@@ -78,6 +78,8 @@ class Profile:
     match: Match
     roofline: Roofline
     source: str  # the file it came from
+    max_temp_c: float | None = None  # cool below this before each run (None: cooldown_s)
+    cool_timeout_s: float = 120.0  # give up waiting after this long
 
     @property
     def arch(self) -> str:
@@ -113,6 +115,9 @@ SCHEMA: dict[str, tuple[Any, str]] = {
                     "an integer >= 0"),
     "runs.runs": (_positive_int, "a positive integer"),
     "runs.cooldown_s": (_non_negative_number, "a number of seconds >= 0"),
+    "runs.max_temp_c": (_non_negative_number, "degrees C: wait until the hottest thermal zone "
+                        "is below it before each run"),
+    "runs.cool_timeout_s": (_non_negative_number, "a number of seconds >= 0"),
     "match.model": (_string_list, "a list of patterns"),
     "match.product": (_string_list, "a list of patterns"),
     "match.serial": (_string_list, "a list of patterns"),
@@ -167,7 +172,8 @@ def _build(flat: dict[str, Any], source: str) -> Profile:
         match=Match(*(tuple(flat.get(f"match.{k}", ())) for k in ("model", "product", "serial"))),
         roofline=Roofline(figure("peak_gmacs_fp32"), figure("peak_gmacs_int8"),
                           figure("bandwidth_gbs"), flat["roofline.source"]),
-        source=source,
+        source=source, max_temp_c=flat.get("runs.max_temp_c"),
+        cool_timeout_s=float(flat.get("runs.cool_timeout_s", 120.0)),
     )
 
 

@@ -82,6 +82,25 @@ def _fmt(value: float | None, spec: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{unit}"
 
 
+def state_markdown(measurements: Sequence[Measurement]) -> list[str]:
+    """The device's state around each measurement, and what changed beyond limits."""
+    rows = [m for m in measurements if m.state_before and m.state_after]
+    if not rows:
+        return []
+    lines = ["", "Device state (before -> after the repetitions):", "",
+             "| model | device | governor | hottest C | battery | load | flags |",
+             "|---|---|---|---|---|---|---|"]
+    for m in rows:
+        before, after = m.state_before, m.state_after
+        battery = ("-" if before.battery_level is None else f"{before.battery_level}%"
+                   + (" charging" if before.charging else ""))
+        lines.append(
+            f"| {m.artifact} | {m.device} | {', '.join(before.governors) or '-'} "
+            f"| {_fmt(before.hottest_c, '.1f')} -> {_fmt(after.hottest_c, '.1f')} "
+            f"| {battery} | {_fmt(before.load_avg, '.2f')} | {', '.join(m.state_flags) or '-'} |")
+    return lines
+
+
 def _interval(reps: Repeated | None) -> str:
     if reps is None or reps.ci_low_ms is None or reps.ci_high_ms is None:
         return "-"
@@ -140,6 +159,7 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any],
         lines.append(f"- {name}: {rho} over {c['models']} models")
     if plot_name:
         lines += ["", f"![MACs vs latency]({plot_name})"]
+    lines += state_markdown(measurements)
     for m in measurements:
         if m.per_layer:
             lines += ["", *per_layer_markdown(m.artifact, m.per_layer)]

@@ -61,6 +61,11 @@ TargetCiOpt = Annotated[Optional[float], typer.Option("--target-ci", metavar="PC
                         "until the median's confidence interval is narrower than PCT percent "
                         "of it.")]
 ConfidenceOpt = Annotated[float, typer.Option("--confidence", help="Of the intervals.")]
+MaxTempOpt = Annotated[Optional[float], typer.Option("--max-temp-c", help="Before each run, "
+                       "wait until the hottest thermal zone is below this (default: the "
+                       "profile's).")]
+CoolTimeoutOpt = Annotated[Optional[float], typer.Option("--cool-timeout", metavar="SECONDS",
+                           help="Give up waiting to cool after this long.")]
 
 
 def _version(value: bool) -> None:
@@ -380,7 +385,8 @@ def profile_cmd(
                     "compared per layer: int8 vs float time and each layer's int8 error "
                     "(implies --per-layer).")] = False,
     min_reps: MinRepsOpt = None, max_reps: MaxRepsOpt = None, target_ci: TargetCiOpt = None,
-    confidence: ConfidenceOpt = 0.95,
+    confidence: ConfidenceOpt = 0.95, max_temp_c: MaxTempOpt = None,
+    cool_timeout: CoolTimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure latency on a device and report it next to MACs (rank correlation, plot)."""
@@ -396,7 +402,8 @@ def profile_cmd(
                              out=Path(out_dir), benchmark_binary=binary, adb=adb,
                              adb_server=adb_server, timeout_s=timeout,
                              input_shapes=tuple(InputShape.parse(s) for s in input_shape or ()),
-                             per_layer=per_layer or int8, repeat=repeat)
+                             per_layer=per_layer or int8, repeat=repeat,
+                             max_temp_c=max_temp_c, cool_timeout_s=cool_timeout)
     _quiet_tensorflow()
     with stage_progress(err, f"profile on {device}") as progress:
         result = profile(targets or [], options, precision=precision, versus_float=int8,
@@ -432,7 +439,8 @@ def compare_cmd(
     threshold: Annotated[float, typer.Option("--threshold", metavar="PCT", help="Call a "
                          "difference only when the whole interval is beyond PCT percent.")] = 1.0,
     min_reps: MinRepsOpt = None, max_reps: MaxRepsOpt = None, target_ci: TargetCiOpt = None,
-    confidence: ConfidenceOpt = 0.95,
+    confidence: ConfidenceOpt = 0.95, max_temp_c: MaxTempOpt = None,
+    cool_timeout: CoolTimeoutOpt = None,
     out_dir: Annotated[str, typer.Option("--out", help="Folder of compare.json (and exported "
                        "artifacts).")] = "compare",
     binary: Annotated[Optional[str], typer.Option("--benchmark-binary",
@@ -450,7 +458,8 @@ def compare_cmd(
                                    default_reps=COMPARE_REPS)
     options = ProfileOptions(device=device, serials=tuple(serial or ()), threads=threads,
                              runs=runs, warmup=warmup, out=Path(out_dir), benchmark_binary=binary,
-                             adb_server=adb_server, repeat=repeat)
+                             adb_server=adb_server, repeat=repeat, max_temp_c=max_temp_c,
+                             cool_timeout_s=cool_timeout)
     _quiet_tensorflow()
     with stage_progress(err, f"compare on {device}") as progress:
         summary = compare(a, b, options, precision=precision, threshold_pct=threshold,

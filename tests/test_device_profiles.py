@@ -24,7 +24,8 @@ def test_every_bundled_profile_validates() -> None:
     profiles = {p.name: p for p in all_profiles()}
     assert set(profiles) >= {"host", "pixel", "emulator", "android-arm64"}
     pixel = profiles["pixel"]
-    assert pixel.transport == "adb" and pixel.affinity_mask == "f0" and pixel.abi == "arm64-v8a"
+    assert pixel.transport == "adb" and pixel.affinity_mask is None and pixel.abi == "arm64-v8a"
+    assert pixel.max_temp_c == 40.0 and pixel.cooldown_s == 0  # wait to cool, not sleep
     assert pixel.match.matches(model="Pixel 7", product="panther", serial="X")
     assert profiles["emulator"].match.matches(model="sdk", product="x", serial="emulator-5554")
     assert not profiles["emulator"].match.matches(model="Pixel 7", product="p", serial="abc")

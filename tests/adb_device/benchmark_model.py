@@ -10,7 +10,9 @@ import resource
 import sys
 import time
 
-import numpy as np
+STARTED = time.monotonic()  # before numpy and LiteRT load: a run's whole time heats the SoC
+
+import numpy as np  # noqa: E402
 
 
 def _stats(samples_us: list[float]) -> str:
@@ -117,6 +119,10 @@ def main() -> int:
     print(f"INFO: Running benchmark for at least {args.num_runs} iterations and at least "
           "1 seconds but terminate if exceeding 150 seconds.")
     timed = run(args.num_runs)
+    root = os.environ.get("MOBILECTL_TEST_DEVICE_ROOT")
+    if root:  # the SoC heats by the seconds this run kept it busy (tests/adb_device/soc.py)
+        with open(os.path.join(root, "work.log"), "a", encoding="ascii") as log:
+            log.write(f"{time.monotonic() - STARTED:.6f}\n")
     print(f"INFO: {_stats(timed)}")
     print(f"INFO: Inference timings in us: Init: {init_us:.0f}, First inference: {warm[0]:.0f}, "
           f"Warmup (avg): {np.mean(warm):.1f}, Inference (avg): {np.mean(timed):.1f}")

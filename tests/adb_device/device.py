@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adb_device.soc import Soc
+
 A_SYNC, A_CNXN, A_OPEN, A_OKAY = 0x434E5953, 0x4E584E43, 0x4E45504F, 0x59414B4F
 A_CLSE, A_WRTE, A_AUTH = 0x45534C43, 0x45545257, 0x48545541
 A_VERSION = 0x01000001
@@ -32,7 +34,7 @@ MAX_PAYLOAD = 256 * 1024
 AUTH_TOKEN = 1
 DEVICE_ROOT = "/data/local/tmp"
 FAULTS = ("unauthorized", "offline", "drop_on_push", "drop_on_benchmark", "slow",
-          "benchmark_error", "no_space")
+          "benchmark_error", "no_space", "never_cools", "no_perf_mode", "no_op_profiling")
 
 
 @dataclass
@@ -311,6 +313,7 @@ class TestDevice:
         self.tmp.mkdir()
         self.bin.mkdir()
         self._install_tools()
+        self.soc = Soc(self.root, self.bin, faults=config.faults)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
@@ -372,7 +375,8 @@ class TestDevice:
 
     def run_shell(self, command: str) -> tuple[int, bytes, bytes]:
         """Run a device shell command in the sandbox with /bin/sh."""
-        mapped = command.replace(DEVICE_ROOT, str(self.tmp))
+        mapped = (command.replace(DEVICE_ROOT, str(self.tmp))
+                  .replace("/sys/", f"{self.root}/sys/").replace("/proc/", f"{self.root}/proc/"))
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.tmp),
                "MOBILECTL_TEST_DEVICE_FAULTS": ",".join(sorted(self.config.faults)),
                "MOBILECTL_TEST_DEVICE_ROOT": str(self.root)}
@@ -388,6 +392,7 @@ class TestDevice:
         return log.read_text().splitlines() if log.exists() else []
 
     def close(self) -> None:
+        self.soc.close()
         self.sock.close()
         for conn in self.connections:
             conn.drop()
