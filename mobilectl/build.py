@@ -34,6 +34,7 @@ from device_profiles.profile import Transport, load_profile
 from exporter import formats as format_table
 from exporter.artifacts import artifact_name, file_model_name
 from exporter.options import ExportOptions
+from mobilectl.baseline import LatencyRecord, judge, load_baseline, write_records
 from mobilectl.core.errors import UserError, VerificationFailed, nearest
 from mobilectl.core.files import check_out_dir, folder_lock, sha256, tool_versions, write_atomic
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest, update_manifest
@@ -68,11 +69,16 @@ class BudgetCheck:
 
     artifact: str
     profile: str
-    metric: str  # "size_mb" or "latency_ms"
+    metric: str  # "size_mb", "latency_ms" or "regression_pct" (against --baseline)
     value: float | None  # None: not measured (no device)
     limit: float
     ok: bool
     text: str
+    baseline_ms: float | None = None  # regression checks: the baseline's median
+    ratio: float | None = None  # new median over the baseline's
+    ci_low: float | None = None
+    ci_high: float | None = None
+    verdict: str | None = None  # "regression", "faster", "no significant change"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -261,12 +267,25 @@ def locked(out: Path, progress: Progress) -> Iterator[None]:
         yield
 
 
+@dataclass
+class Gate:
+    """How budgets are checked: the measuring options, the baseline's records (by
+    artifact file and profile), and the records this build measures."""
+
+    measure_with: ProfileOptions = dataclasses.field(default_factory=ProfileOptions)
+    baseline: dict[tuple[str, str], LatencyRecord] | None = None
+    records: list[LatencyRecord] = dataclasses.field(default_factory=list)
+
+
 def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
           jobs: int = 1, keep_going: bool = False, measure_with: ProfileOptions | None = None,
-          progress: Progress = lambda s: None) -> list[JobResult]:
+          baseline: str | None = None, progress: Progress = lambda s: None) -> list[JobResult]:
     """Build (or reuse) every job, copy the files into ``out``, merge the manifest,
-    check budgets (latency measured with ``measure_with``'s adb settings), write the
-    summary. Stops at the first failure unless keep_going."""
+    check budgets (latency measured with ``measure_with``'s adb settings; regressions
+    against the ``baseline`` build's ``latency.json``), write the summary and this
+    build's ``latency.json``. Stops at the first failure unless keep_going."""
+    gate = Gate(measure_with or ProfileOptions(),
+                load_baseline(baseline) if baseline is not None else None)
     check_out_dir(out)
     todo = jobs_of(spec, only)
     keys = check_plan(jobs_of(spec), cache, source=spec.source)
@@ -277,8 +296,10 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
             results.append(result)
             if result.status != "failed":
                 _publish(result, cache, out)
-                _check_budgets(result, out, cache, measure_with or ProfileOptions(), progress)
+                _check_budgets(result, out, cache, gate, progress)
         write_summary(out, results)
+        if gate.records:
+            write_records(out, gate.records)
     return results
 
 
@@ -323,19 +344,19 @@ def _publish(result: JobResult, cache: Path, out: Path) -> None:
     update_manifest(out, [e.with_build(build=result.status) for e in result.entries])
 
 
-def _check_budgets(result: JobResult, out: Path, cache: Path, measure_with: ProfileOptions,
+def _check_budgets(result: JobResult, out: Path, cache: Path, gate: Gate,
                    progress: Progress) -> None:
-    """Size and latency budgets per device profile; a miss fails the job."""
+    """Size, latency and regression budgets per device profile; a miss fails the job."""
     checks = [check for budget in result.job.spec.budgets for entry in result.entries
-              for check in _budget_checks(budget, entry, out, cache, measure_with, progress)]
+              for check in _budget_checks(budget, entry, out, cache, gate, progress)]
     result.budget_checks = checks
     broken = [c.text for c in checks if not c.ok]
     if broken:
         result.status, result.error = "failed", "; ".join(broken)
 
 
-def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path,
-                   measure_with: ProfileOptions, progress: Progress) -> list[BudgetCheck]:
+def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path, gate: Gate,
+                   progress: Progress) -> list[BudgetCheck]:
     checks = []
     size_mb = entry.bytes / 2**20
     if budget.max_size_mb is not None:
@@ -343,21 +364,48 @@ def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path,
                                   budget.max_size_mb, size_mb <= budget.max_size_mb,
                                   f"{entry.path}: {size_mb:.2f} MB > {budget.max_size_mb} MB "
                                   f"on {budget.profile}"))
-    if budget.max_latency_ms is not None and (entry.format == Format.TFLITE or budget.profile == "host"):
-        median, why = _measure(out / entry.path, entry, budget.profile, cache, measure_with,
-                               progress)
+    if not budget.measures_latency or not (entry.format == Format.TFLITE
+                                           or budget.profile == "host"):
+        return checks
+    record, why = _measure(out / entry.path, entry, budget.profile, cache, gate.measure_with,
+                           progress)
+    if record is not None:
+        gate.records.append(record)
+    if budget.max_latency_ms is not None:
+        median = record.median_ms if record else None
         text = (f"{entry.path}: latency not measured on {budget.profile}: {why}" if median is None
                 else f"{entry.path}: median {median:.3f} ms > {budget.max_latency_ms} ms "
                      f"on {budget.profile}")
         checks.append(BudgetCheck(entry.path, budget.profile, "latency_ms", median,
                                   budget.max_latency_ms,
                                   median is not None and median <= budget.max_latency_ms, text))
+    if budget.max_regression_pct is not None and gate.baseline is not None:
+        checks.append(_regression_check(budget, entry, record, why, gate))
     return checks
 
 
+def _regression_check(budget: Budget, entry: ManifestEntry, record: LatencyRecord | None,
+                      why: str, gate: Gate) -> BudgetCheck:
+    """``record`` against the baseline's record of the same file on the same profile."""
+    limit = budget.max_regression_pct or 0.0
+    if record is None:
+        return BudgetCheck(entry.path, budget.profile, "regression_pct", None, limit, False,
+                           f"{entry.path}: latency not measured on {budget.profile}: {why}")
+    found = judge(record, (gate.baseline or {}).get((entry.path, budget.profile)),
+                  max_regression_pct=limit, confidence=budget.confidence)
+    interval = ("" if found.ci_low is None else
+                f", {100 * budget.confidence:g}% interval {found.ci_low:.3f}-{found.ci_high:.3f}")
+    text = (f"{entry.path}: {record.median_ms:.3f} ms vs baseline {found.baseline_ms:.3f} ms on "
+            f"{budget.profile}: ratio {found.ratio:.3f}{interval}: {found.verdict}"
+            + (f" (more than +{limit:g}%)" if not found.ok else ""))
+    return BudgetCheck(entry.path, budget.profile, "regression_pct", 100 * (found.ratio - 1),
+                       limit, found.ok, text, found.baseline_ms, found.ratio, found.ci_low,
+                       found.ci_high, found.verdict)
+
+
 def _measure(path: Path, entry: ManifestEntry, profile_name: str, cache: Path,
-             measure_with: ProfileOptions, progress: Progress) -> tuple[float | None, str]:
-    """The median latency of one artifact on a profile's device, and how it was had
+             measure_with: ProfileOptions, progress: Progress) -> tuple[LatencyRecord | None, str]:
+    """The latency record of one artifact on a profile's device, and how it was had
     ("measured", "reused") or why there is none. A measurement is reused while its
     inputs are unchanged: the artifact's bytes, the profile, the options, the tools."""
     profile = load_profile(profile_name)
@@ -370,17 +418,21 @@ def _measure(path: Path, entry: ManifestEntry, profile_name: str, cache: Path,
         sort_keys=True, default=str).encode()).hexdigest()
     stored = cache / "measurements" / f"{key}.json"
     if stored.is_file():
-        return float(json.loads(stored.read_text())["median_ms"]), "reused"
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return LatencyRecord.of_dict(json.loads(stored.read_text())), "reused"
     try:
         result = measure([Artifact.of_entry(path, entry)], profile, options, progress)
     except UserError as exc:
         return None, " ".join(str(exc).split())
     if not result.measurements:
         return None, "; ".join(result.failures) or "no measurement"
-    median = result.measurements[0].latency.median_ms
+    m = result.measurements[0]
+    record = LatencyRecord(entry.path, profile_name, m.device, m.repeats.medians_ms if m.repeats
+                           else (m.latency.median_ms,), m.latency.median_ms, entry.sha256,
+                           tool_versions())
     stored.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(stored, json.dumps({"median_ms": median}).encode())
-    return median, "measured"
+    write_atomic(stored, json.dumps(dataclasses.asdict(record), sort_keys=True).encode())
+    return record, "measured"
 
 
 def write_summary(out: Path, results: Sequence[JobResult]) -> Path:
@@ -406,14 +458,23 @@ def _summary_row(r: JobResult, e: ManifestEntry) -> str:
     verdict = ("ok" if check.passed else "below limit") + ("" if check.enforced else " (not enforced)")
     key = check.headline
     value = check.as_dict()["metrics"].get(key)
-    budgets = "; ".join(
-        f"{c.profile} {c.metric} {c.value if c.value is None else round(c.value, 2)}"
-        f"/{c.limit} {'ok' if c.ok else 'BROKEN'}"
-        for c in r.budget_checks if c.artifact == e.path) or "-"
+    budgets = "; ".join(_budget_text(c) for c in r.budget_checks if c.artifact == e.path) or "-"
     status = r.status if r.status != "failed" else f"**failed**: {r.error}"
     macs = f"{e.macs / 1e6:.1f}M" if e.macs else "-"
     return (f"| {r.job.label} | `{e.path}` | {e.bytes / 2**20:.2f} MiB | {macs} "
             f"| {key} {value} {verdict} | {budgets} | {status} |")
+
+
+def _budget_text(c: BudgetCheck) -> str:
+    """One budget check in the summary; a regression check shows baseline, new figure,
+    ratio with its interval and the verdict."""
+    state = "ok" if c.ok else "BROKEN"
+    if c.metric == "regression_pct" and c.ratio is not None:
+        interval = "" if c.ci_low is None else f" [{c.ci_low:.3f}-{c.ci_high:.3f}]"
+        return (f"{c.profile} vs baseline {c.baseline_ms:.3f} -> {c.baseline_ms * c.ratio:.3f} "
+                f"ms, x{c.ratio:.3f}{interval} {c.verdict} (max +{c.limit:g}%) {state}")
+    value = c.value if c.value is None else round(c.value, 2)
+    return f"{c.profile} {c.metric} {value}/{c.limit} {state}"
 
 
 def merge(dirs: Sequence[Path], out: Path) -> list[ManifestEntry]:

@@ -521,6 +521,9 @@ def build_cmd(
                           help="Join the outputs of several builds into --out.")] = None,
     serial: Annotated[Optional[list[str]], typer.Option("--serial", help="adb serial for budgets.")] = None,
     binary: Annotated[Optional[str], typer.Option("--benchmark-binary")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", metavar="DIR_OR_FILE",
+                        help="An earlier build's --out folder (or its latency.json): fail on "
+                             "a significant slowdown beyond max_regression_pct.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build every artifact of a spec: incremental, reproducible, and a CI gate."""
@@ -537,7 +540,7 @@ def build_cmd(
     with stage_progress(err, f"build {spec.source}") as progress:
         results = build(spec, out=Path(out_dir), cache=Path(cache_dir), only=tuple(only or ()),
                         jobs=jobs, keep_going=keep_going, measure_with=measure_with,
-                        progress=progress)
+                        baseline=baseline, progress=progress)
     rows = [{"artifact": r.job.label, "status": r.status, "error": r.error,
              "seconds": round(r.seconds, 2), "files": [e.path for e in r.entries],
              "worker": r.worker, "peak_rss_mb": None if r.peak_rss_mb is None

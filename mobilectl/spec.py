@@ -16,6 +16,8 @@ min_sqnr_db = 15
 [artifact.budgets.pixel]         # per device profile
 max_latency_ms = 25
 max_size_mb = 4
+max_regression_pct = 5           # vs --baseline: fail only on a significant slowdown
+confidence = 0.95                # of that judgement
 ```
 
 Unknown keys are errors (typo safety); every error names the file, the key and what
@@ -47,7 +49,7 @@ ARTIFACT_KEYS = {"name", "model", "keras", "knobs", "weights", "formats", "preci
                  "calib_method", "quant_format", "symmetric", "fuse_hard_swish"}
 DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "output", "labels"}
 THRESHOLD_KEYS = {"max_abs_error", "max_abs_error_fp16", "min_cosine", "min_sqnr_db", "min_top1"}
-BUDGET_KEYS = {"max_latency_ms", "max_size_mb"}
+BUDGET_KEYS = {"max_latency_ms", "max_size_mb", "max_regression_pct", "confidence"}
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -56,6 +58,12 @@ class Budget:
     profile: str
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
+    max_regression_pct: float | None = None  # slower than the baseline by more: a failure
+    confidence: float = 0.95  # how sure the regression must be
+
+    @property
+    def measures_latency(self) -> bool:
+        return self.max_latency_ms is not None or self.max_regression_pct is not None
 
 
 @dataclass(frozen=True)
@@ -292,5 +300,10 @@ def _budgets(table: dict[str, Any], src: str, prefix: str) -> tuple[Budget, ...]
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise UserError(f"{src}: key '{prefix}{profile}.{key}' = {value!r} is not "
                                 "allowed: a positive number")
-        budgets.append(Budget(profile, limits.get("max_latency_ms"), limits.get("max_size_mb")))
+        if limits.get("confidence", 0.5) >= 1:
+            raise UserError(f"{src}: key '{prefix}{profile}.confidence' = "
+                            f"{limits['confidence']!r} is not allowed: between 0 and 1 (e.g. 0.95)")
+        budgets.append(Budget(profile, limits.get("max_latency_ms"), limits.get("max_size_mb"),
+                              limits.get("max_regression_pct"),
+                              float(limits.get("confidence", 0.95))))
     return tuple(budgets)

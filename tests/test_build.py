@@ -237,3 +237,72 @@ precisions = ["fp32", "fp16"]
     code, data, err = _build(tmp_path, capsys)
     assert {job["status"] for job in data["jobs"]} == {"reused"}
     assert all(job["worker"] is None for job in data["jobs"])
+
+
+def _gated(tmp_path: Path, resolution: int, name: str = "net") -> Path:
+    folder = tmp_path / f"r{resolution}-{name}"
+    folder.mkdir()
+    _spec(folder, f"""
+[[artifact]]
+name = "{name}"
+output = "{name}"
+model = "mobilenet_v1"
+knobs = {{ width_multiplier = 0.25, resolution = {resolution}, num_classes = 10 }}
+formats = ["tflite"]
+[artifact.budgets.host]
+max_regression_pct = 5
+confidence = 0.95
+""")
+    return folder
+
+
+def test_regression_gate_against_a_baseline(tmp_path: Path, capsys) -> None:
+    """The same file name built small (the baseline, e.g. main's last build), then the
+    same again (no significant change), then at 3x the resolution (a regression: the
+    whole interval of the ratio is above +5%). The summary shows baseline, new figure,
+    ratio, interval and verdict; each build leaves its latency.json."""
+    small = _gated(tmp_path, 32)
+    code, data, err = _build(small, capsys)
+    assert code == 0, err
+    records = json.loads((small / "dist" / "latency.json").read_text())["records"]
+    [record] = records
+    assert record["path"] == "net_fp32.tflite" and record["profile"] == "host"
+    assert len(record["medians_ms"]) == 3 and record["device"] == "host"
+    (tmp_path / "again").mkdir()
+    again = _gated(tmp_path / "again", 32)  # a fresh build and cache: measured anew
+    code, data, err = _build(again, capsys, "--baseline", str(small / "dist"))
+    assert code == 0, err
+    [check] = data["jobs"][0]["budgets"]
+    assert check["metric"] == "regression_pct" and check["verdict"] != "regression"
+    big = _gated(tmp_path, 96)
+    code, data, err = _build(big, capsys, "--baseline", str(small / "dist" / "latency.json"))
+    assert code == 1, err
+    [check] = data["jobs"][0]["budgets"]
+    assert check["verdict"] == "regression" and check["ci_low"] > 1.05 and not check["ok"]
+    assert check["baseline_ms"] == pytest.approx(record["median_ms"])
+    summary = (big / "dist" / "summary.md").read_text()
+    assert f"vs baseline {record['median_ms']:.3f} ->" in summary and "regression" in summary
+
+
+def test_regression_gate_bad_baselines(tmp_path: Path, capsys) -> None:
+    from helpers import error_line
+
+    small = _gated(tmp_path, 32)
+    code, _, err = _build(small, capsys, "--baseline", str(tmp_path / "nothing"))
+    assert "--baseline" in error_line(code, err) and "no latency.json there" in err
+    assert not (small / "dist").exists()  # checked before anything is built
+    code, _, err = _build(small, capsys)
+    assert code == 0, err
+    other = _gated(tmp_path, 32, name="other")
+    code, _, err = _build(other, capsys, "--baseline", str(small / "dist"))
+    assert "--baseline has no latency of other_fp32.tflite on host" in error_line(code, err)
+    stale = tmp_path / "stale.json"
+    data = json.loads((small / "dist" / "latency.json").read_text())
+    data["records"][0]["tools"]["tensorflow"] = "1.0.0"
+    stale.write_text(json.dumps(data))
+    code, _, err = _build(small, capsys, "--baseline", str(stale))
+    assert "was measured with tensorflow 1.0.0" in error_line(code, err)
+    (small / "mobilectl.toml").write_text((small / "mobilectl.toml").read_text().replace(
+        "confidence = 0.95", "confidence = 1.5"))
+    code, _, err = _build(small, capsys)
+    assert "confidence' = 1.5 is not allowed: between 0 and 1" in error_line(code, err)
