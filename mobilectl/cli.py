@@ -472,6 +472,25 @@ def compare_cmd(
         out.print(verdict["sentence"], markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command("diff")
+def diff_cmd(
+    old: Annotated[str, typer.Argument(metavar="OLD", help="manifest.json, profile.json, "
+                   "latency.json or a folder with one.")],
+    new: Annotated[str, typer.Argument(metavar="NEW", help="The same kinds of file as OLD.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What changed between two builds or profiles: bytes, ops, tools, calibration data,
+    device state, latency."""
+    from mobilectl.diff import diff, lines, load_side  # lazy: pulls numpy
+
+    report = diff(load_side(old), load_side(new))
+    if as_json:
+        _print_json(report)
+        return
+    for line in lines(report):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("devices")
 def devices_cmd(
     adb: Annotated[Optional[str], typer.Option("--adb", help="Path of the adb client.")] = None,

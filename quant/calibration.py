@@ -9,6 +9,8 @@ source and options give the same arrays.
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import warnings
 from collections.abc import Sequence
@@ -55,8 +57,10 @@ class CalibrationSet:
     skipped: tuple[str, ...] = ()
 
     def describe(self) -> CalibrationInfo:
+        data = np.ascontiguousarray(self.calibration)
+        digest = hashlib.sha256(f"{data.dtype}{data.shape}".encode() + data.tobytes())
         return CalibrationInfo(self.source, self.kind, int(len(self.calibration)),
-                               int(len(self.held_out)))
+                               int(len(self.held_out)), digest.hexdigest())
 
 
 def load_calibration(

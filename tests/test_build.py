@@ -282,6 +282,18 @@ def test_regression_gate_against_a_baseline(tmp_path: Path, capsys) -> None:
     assert check["baseline_ms"] == pytest.approx(record["median_ms"])
     summary = (big / "dist" / "summary.md").read_text()
     assert f"vs baseline {record['median_ms']:.3f} ->" in summary and "regression" in summary
+    code, out, err = run(["diff", str(small / "dist"), str(again / "dist"), "--json"], capsys)
+    [row] = json.loads(out)["artifacts"]
+    assert code == 0 and row["same_bytes"] is True and row["changes"] == {}  # reproducible
+    code, out, err = run(["diff", str(small / "dist"), str(big / "dist"), "--json"], capsys)
+    [row] = json.loads(out)["artifacts"]
+    assert row["same_bytes"] is False and "macs" in row["changes"]  # same weights, 3x input
+    assert row["changes"]["macs"]["new"] > 8 * row["changes"]["macs"]["old"]
+    code, out, err = run(["diff", str(small / "dist" / "latency.json"),
+                          str(big / "dist" / "latency.json")], capsys)
+    assert code == 0 and "net_fp32.tflite: bytes differ" in out
+    lat = next(line for line in out.splitlines() if "latency:" in line)
+    assert float(lat.split(" x")[1].split()[0]) > 1.05 and "95% interval" in lat
 
 
 def test_regression_gate_bad_baselines(tmp_path: Path, capsys) -> None:

@@ -77,14 +77,16 @@ class CalibrationInfo:
     kind: str  # "default", "images" or "array"
     samples: int
     held_out: int
+    sha256: str = ""  # of the calibration inputs as the converter saw them ("" if unknown)
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "kind": self.kind, "samples": self.samples,
-                "held_out": self.held_out}
+                "held_out": self.held_out, "sha256": self.sha256}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalibrationInfo:
-        return cls(data["source"], data["kind"], int(data["samples"]), int(data["held_out"]))
+        return cls(data["source"], data["kind"], int(data["samples"]), int(data["held_out"]),
+                   str(data.get("sha256", "")))
 
 
 @dataclass(frozen=True)
