@@ -122,3 +122,26 @@ def test_state_parsing_and_big_cores() -> None:
     assert state_flags(state, hot) == ("temperature rose 7.5 C (soc)",)
     busy = parse_state(text.replace("load 0.5", "load 3.5"))
     assert state_flags(busy, busy) == ("busy: load 3.5 on 2 cores",)
+
+
+def test_wait_cool_polls_until_below_or_gives_up(monkeypatch) -> None:
+    from device_profiles import device_state
+    from device_profiles.device_state import TooHot, parse_state, wait_cool
+
+    readings = iter([50.0, 45.0, 39.0])
+    said: list[str] = []
+
+    def read():
+        return parse_state(f"zone BIG {next(readings)}\n")
+
+    state = wait_cool(read, max_temp_c=40, timeout_s=60, announce=said.append, poll_s=0)
+    assert state.hottest_c == 39.0 and said == ["cool down: 50.0 C (BIG) > 40 C"]
+    with pytest.raises(TooHot, match=r"still 50.0 C \(BIG\) after waiting 0s"):
+        wait_cool(lambda: parse_state("zone BIG 50000\n"), max_temp_c=40, timeout_s=0,
+                  announce=said.append, poll_s=0)
+    monkeypatch.setattr(device_state, "NO_THERMAL_PAUSE_S", 0.01)
+    slept: list[float] = []
+    monkeypatch.setattr(device_state.time, "sleep", slept.append)
+    assert wait_cool(lambda: parse_state(""), max_temp_c=40, timeout_s=60,
+                     announce=said.append).hottest_c is None
+    assert slept == [0.01]  # no thermal zone: a fixed pause instead
