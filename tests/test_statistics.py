@@ -85,7 +85,7 @@ def test_profile_repeats_until_the_interval_or_the_cap(tiny: dict[str, Path], tm
         assert reps["stopped"] == "cap of 5 repetitions reached above 60%" and count == 5
         assert reps["ci_pct"] > 60
     assert reps["ci_low_ms"] <= m["latency"]["median_ms"] == reps["median_ms"] <= reps["ci_high_ms"]
-    assert m["latency"]["runs"] == 30  # three repetitions of ten runs
+    assert m["latency"]["runs"] == 10 * count  # every repetition is ten runs
     code, out, err = run(["profile", str(tiny["onnx"]), "--runs", "5", "--target-ci", "0.001",
                           "--max-reps", "4", "--out", str(tmp_path / "b"), "--json"], capsys)
     [m] = json.loads(out)["measurements"]
