@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 #: one shell script, run on the device or here: a line per core, zone and fact
 STATE_SCRIPT = r"""
@@ -78,6 +79,14 @@ class DeviceState:
     @property
     def governors(self) -> tuple[str, ...]:
         return tuple(sorted({c.governor for c in self.cores if c.governor}))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeviceState:
+        """Back from its JSON form (``dataclasses.asdict``) in a profile report."""
+        return cls(tuple(Core(**c) for c in data.get("cores", [])),
+                   tuple((str(z), float(t)) for z, t in data.get("temps_c", [])),
+                   data.get("battery_level"), data.get("charging"), data.get("load_avg"),
+                   data.get("cpu_count"))
 
 
 def _int(text: str) -> int | None:

@@ -247,7 +247,7 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
     states: list[list[tuple[DeviceState, DeviceState]]] = [[] for _ in artifacts]
     reps: list[list[BackendRun]] = [[] for _ in artifacts]
 
-    def once(i: int, rep: int) -> tuple[float, BackendRun] | str:
+    def once(i: int, rep: int) -> float | str:
         artifact = artifacts[i]
         before = settle(profile, host.read_state, progress)
         progress(f"[{i + 1}/{count}] {artifact.path.name} on host ({threads} thread"
@@ -261,27 +261,34 @@ def run_host(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOp
         states[i].append((before, host.read_state()))
         reps[i].append(done)
         time.sleep(profile.cooldown_s)
-        return done.latency.median_ms, done
+        return done.latency.median_ms
 
     failed: dict[int, str] = {}
     try:
-        failed = interleave(count, policy, once)[1]
+        failed = interleave(count, policy, once)
     except TooHot as exc:
         result.failures.append(f"host: {exc}; results so far kept")
-    for i, artifact in enumerate(artifacts):
-        if i in failed or not reps[i]:
-            if i in failed:
-                result.failures.append(failed[i])
-            continue
-        layers: tuple[PerLayer | None, str | None] = (None, None)
-        if options.per_layer:
-            progress(f"[{i + 1}/{count}] {artifact.path.name}: time each op")
-            layers = _host_layers(artifact, threads=threads, runs=runs, warmup=warmup, roof=roof)
-        result.measurements.append(_measurement(
-            artifact, device="host", threads=threads, delegate="cpu", runs=reps[i],
-            policy=policy, peak_gmacs=roof.peak(artifact.precision), layers=layers,
-            states=states[i]))
+    result.failures += [failed[i] for i in sorted(failed)]
+    result.measurements += [_host_measurement(
+        artifact, i, count, runs=reps[i], states=states[i], options=options, roof=roof,
+        settings=(threads, runs, warmup), progress=progress)
+        for i, artifact in enumerate(artifacts) if i not in failed and reps[i]]
     return result
+
+
+def _host_measurement(artifact: Artifact, i: int, count: int, *, runs: list[BackendRun],
+                      states: list[tuple[DeviceState, DeviceState]], options: ProfileOptions,
+                      roof: Roofline, settings: tuple[int, int, int],
+                      progress: Progress) -> Measurement:
+    """One artifact's repetitions on the host, with its per-op times when asked."""
+    threads, op_runs, warmup = settings
+    layers: tuple[PerLayer | None, str | None] = (None, None)
+    if options.per_layer:
+        progress(f"[{i + 1}/{count}] {artifact.path.name}: time each op")
+        layers = _host_layers(artifact, threads=threads, runs=op_runs, warmup=warmup, roof=roof)
+    return _measurement(artifact, device="host", threads=threads, delegate="cpu", runs=runs,
+                        policy=options.repeat, peak_gmacs=roof.peak(artifact.precision),
+                        layers=layers, states=states)
 
 
 def select_devices(client: AdbClient, profile: Profile,
@@ -373,15 +380,16 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
     gathered: list[list[BackendRun]] = [[] for _ in artifacts]
     layers: dict[int, tuple[PerLayer | None, str | None]] = {}
 
-    def once(i: int, rep: int) -> tuple[float, BackendRun] | str:
+    def once(i: int, rep: int) -> float | str:
         found = bench.run(artifacts[i], i, len(artifacts), rep)
-        if not isinstance(found, str):
-            gathered[i].append(found[1])
-        return found
+        if isinstance(found, str):
+            return found
+        gathered[i].append(found)
+        return found.latency.median_ms
 
     try:
         bench.setup(binary)
-        _, failed = interleave(len(artifacts), options.repeat, once)
+        failed = interleave(len(artifacts), options.repeat, once)
         result.failures += [failed[i] for i in sorted(failed)]
         for i, artifact in enumerate(artifacts):
             if options.per_layer and gathered[i]:
@@ -478,9 +486,8 @@ class _DeviceBench:
             *(["--enable_op_profiling=true"] if profiled else [])],
             timeout=self.options.timeout_s or max(120.0, 2.0 * (runs + warmup)))
 
-    def run(self, artifact: Artifact, i: int, count: int, rep: int
-            ) -> tuple[float, BackendRun] | str:
-        """One repetition: (median ms, the run), or why it failed."""
+    def run(self, artifact: Artifact, i: int, count: int, rep: int) -> BackendRun | str:
+        """One repetition, or why it failed."""
         before = settle(self.profile, self.state, self.progress)
         self.progress(f"[{i + 1}/{count}] {artifact.path.name} on {self.serial}"
                       + _repetition(rep, self.options.repeat))
@@ -496,8 +503,8 @@ class _DeviceBench:
         latency = Latency(stats.count, stats.median_ms or stats.avg_ms, stats.p5_ms,
                           stats.p95_ms, stats.avg_ms, stats.std_ms, stats.min_ms, stats.max_ms)
         time.sleep(self.profile.cooldown_s)
-        return latency.median_ms, BackendRun(latency, parsed.init_ms, parsed.memory_overall_mb,
-                                             "benchmark_model (adb)", parsed.first_inference_ms)
+        return BackendRun(latency, parsed.init_ms, parsed.memory_overall_mb,
+                          "benchmark_model (adb)", parsed.first_inference_ms)
 
     def layers(self, artifact: Artifact) -> tuple[PerLayer | None, str | None]:
         """One op-profiled run of ``artifact``, joined per layer."""

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
-
 import numpy as np
 
 from mobilectl.core.errors import UserError
 
-T = TypeVar("T")
 RESAMPLES = 4000
 SEED = 0
 DEFAULT_REPS = 3
@@ -78,24 +75,36 @@ class RepeatPolicy:
         return width is not None and width <= self.target_ci_pct
 
 
+def _bootstrap_medians(data: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The medians of ``RESAMPLES`` resamples of ``data`` with replacement."""
+    return np.median(data[rng.integers(0, data.size, (RESAMPLES, data.size))], axis=1)
+
+
+def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap ``samples``."""
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _width_pct(interval: tuple[float, float] | None, middle: float) -> float | None:
+    """An interval's width in percent of ``middle`` (None without an interval)."""
+    return None if interval is None or middle <= 0 else 100 * (interval[1] - interval[0]) / middle
+
+
 def median_interval(values: Sequence[float], *, confidence: float = 0.95
                     ) -> tuple[float, float] | None:
     """Percentile-bootstrap interval of the median (None below two values)."""
     data = np.asarray(values, dtype=np.float64)
     if data.size < 2:
         return None
-    rng = np.random.default_rng(SEED)
-    medians = np.median(data[rng.integers(0, data.size, (RESAMPLES, data.size))], axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(medians, [tail, 100 - tail])
-    return float(low), float(high)
+    return _percentiles(_bootstrap_medians(data, np.random.default_rng(SEED)), confidence)
 
 
 def interval_width_pct(values: Sequence[float], *, confidence: float = 0.95) -> float | None:
     """The interval's width in percent of the median."""
-    found = median_interval(values, confidence=confidence)
     middle = float(np.median(values)) if len(values) else 0.0
-    return None if found is None or middle <= 0 else 100 * (found[1] - found[0]) / middle
+    return _width_pct(median_interval(values, confidence=confidence), middle)
 
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95
@@ -106,11 +115,8 @@ def ratio_interval(a: Sequence[float], b: Sequence[float], *, confidence: float 
     if x.size < 2 or y.size < 2:
         return None
     rng = np.random.default_rng(SEED)
-    top = np.median(x[rng.integers(0, x.size, (RESAMPLES, x.size))], axis=1)
-    bottom = np.median(y[rng.integers(0, y.size, (RESAMPLES, y.size))], axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(top / bottom, [tail, 100 - tail])
-    return float(low), float(high)
+    top = _bootstrap_medians(x, rng)
+    return _percentiles(top / _bootstrap_medians(y, rng), confidence)
 
 
 @dataclass(frozen=True)
@@ -129,15 +135,16 @@ class Repeated:
     @property
     def ci_pct(self) -> float | None:
         """The interval's width in percent of the median."""
-        if self.ci_low_ms is None or self.ci_high_ms is None or self.median_ms <= 0:
+        if self.ci_low_ms is None or self.ci_high_ms is None:
             return None
-        return 100 * (self.ci_high_ms - self.ci_low_ms) / self.median_ms
+        return _width_pct((self.ci_low_ms, self.ci_high_ms), self.median_ms)
 
     @classmethod
     def of(cls, medians: Sequence[float], policy: RepeatPolicy) -> Repeated:
         """The repetitions' statistics under ``policy``."""
         found = median_interval(medians, confidence=policy.confidence)
-        width = interval_width_pct(medians, confidence=policy.confidence)
+        middle = float(np.median(medians))
+        width = _width_pct(found, middle)
         limit = policy.target_ci_pct if policy.target_ci_pct is not None else STABLE_CI_PCT
         if policy.target_ci_pct is None:
             stopped = f"{len(medians)} repetitions, as asked"
@@ -147,20 +154,18 @@ class Repeated:
             stopped = f"cap of {policy.max_reps} repetitions reached above {policy.target_ci_pct:g}%"
         verdict = ("one repetition: no interval" if width is None else "stable"
                    if width <= limit else "wide" if width <= UNSTABLE_CI_PCT else "unstable")
-        return cls(tuple(medians), float(np.median(medians)), found and found[0],
+        return cls(tuple(medians), middle, found and found[0],
                    found and found[1], policy.confidence, policy.target_ci_pct, stopped,
                    verdict)
 
 
 def interleave(count: int, policy: RepeatPolicy,
-               run_once: Callable[[int, int], tuple[float, T] | str]
-               ) -> tuple[list[list[T]], dict[int, str]]:
+               run_once: Callable[[int, int], float | str]) -> dict[int, str]:
     """Repetitions of ``count`` items, round-robin (repetition 1 of every item, then 2
     of those that need more, ...) so drift in the device's state hits all of them
-    alike. ``run_once(item, repetition)`` gives (median ms, result) or a failure
-    message, after which the item runs no more. Returns each item's results and the
-    failures by item."""
-    results: list[list[T]] = [[] for _ in range(count)]
+    alike. ``run_once(item, repetition)`` keeps its own result and gives its median ms,
+    or a failure message, after which the item runs no more. Returns the failures by
+    item."""
     medians: list[list[float]] = [[] for _ in range(count)]
     failed: dict[int, str] = {}
     for rep in range(policy.max_reps):
@@ -169,7 +174,6 @@ def interleave(count: int, policy: RepeatPolicy,
             outcome = run_once(i, rep)
             if isinstance(outcome, str):
                 failed[i] = outcome
-                continue
-            medians[i].append(outcome[0])
-            results[i].append(outcome[1])
-    return results, failed
+            else:
+                medians[i].append(outcome)
+    return failed

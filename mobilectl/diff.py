@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_profiles.device_state import DeviceState
 from device_profiles.stats import ratio_interval
 from exporter.tflite import op_types
 from mobilectl.core.errors import UserError
@@ -73,15 +74,13 @@ def _measured_facts(side: Side, data: dict[str, Any]) -> None:
         return
     for m in data["measurements"]:  # profile.json
         reps = m.get("repeats") or {}
-        state = m.get("state_before") or {}
+        state = DeviceState.from_dict(m.get("state_before") or {})
         side.artifacts.setdefault(m["artifact"], {}).update(
             medians_ms=reps.get("medians_ms", [m["latency"]["median_ms"]]),
             median_ms=m["latency"]["median_ms"], device=m["device"],
             bytes=m["size_bytes"], state={
-                "governors": sorted({c["governor"] for c in state.get("cores", [])
-                                     if c.get("governor")}),
-                "hottest_c": max((t for _, t in state.get("temps_c", [])), default=None),
-                "battery": state.get("battery_level"), "load": state.get("load_avg")},
+                "governors": list(state.governors), "hottest_c": state.hottest_c,
+                "battery": state.battery_level, "load": state.load_avg},
             flags=m.get("state_flags", []))
 
 
