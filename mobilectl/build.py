@@ -37,10 +37,13 @@ from exporter.options import ExportOptions
 from mobilectl.baseline import LatencyRecord, judge, load_baseline, write_records
 from mobilectl.core.errors import UserError, VerificationFailed, nearest
 from mobilectl.core.files import check_out_dir, folder_lock, sha256, tool_versions, write_atomic
-from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest, update_manifest
+from mobilectl.core.manifest import (
+    MANIFEST, AccuracyResult, ManifestEntry, read_manifest, update_manifest,
+)
 from mobilectl.core.tfenv import import_quietly
 from mobilectl.core.types import Format, Precision
-from mobilectl.spec import ArtifactSpec, Budget, BuildSpec
+from mobilectl.evaluate import DataSource, Evaluated, evaluate
+from mobilectl.spec import ArtifactSpec, Budget, BuildSpec, EvalGate
 from models_keras.registry import get_model_spec
 from quant.calibration import IMAGE_SUFFIXES
 
@@ -288,6 +291,9 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
                 load_baseline(baseline) if baseline is not None else None)
     check_out_dir(out)
     todo = jobs_of(spec, only)
+    for artifact in {job.spec.name: job.spec for job in todo}.values():
+        if artifact.eval is not None:  # the labelled data, before any slow work
+            _data_source(artifact.eval).check()
     keys = check_plan(jobs_of(spec), cache, source=spec.source)
     cache.mkdir(parents=True, exist_ok=True)
     results: list[JobResult] = []
@@ -297,6 +303,7 @@ def build(spec: BuildSpec, *, out: Path, cache: Path, only: Sequence[str] = (),
             if result.status != "failed":
                 _publish(result, cache, out)
                 _check_budgets(result, out, cache, gate, progress)
+                _check_accuracy(result, out, progress)
         write_summary(out, results)
         if gate.records:
             write_records(out, gate.records)
@@ -353,6 +360,60 @@ def _check_budgets(result: JobResult, out: Path, cache: Path, gate: Gate,
     broken = [c.text for c in checks if not c.ok]
     if broken:
         result.status, result.error = "failed", "; ".join(broken)
+
+
+def _data_source(gate: EvalGate) -> DataSource:
+    return DataSource(gate.data, labels=gate.labels, val=gate.val, val_split=gate.val_split)
+
+
+def _check_accuracy(result: JobResult, out: Path, progress: Progress) -> None:
+    """``[artifact.eval]``: each artifact's accuracy on the labelled data, measured in a
+    fresh process (it loads TensorFlow for the float model), recorded in the manifest
+    and checked against ``min_top1`` and ``max_top1_drop``."""
+    gate = result.job.spec.eval
+    if gate is None:
+        return
+    progress(f"{result.job.label}: accuracy on {gate.val or gate.data}")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            found = pool.submit(_evaluate_in_worker, out, _data_source(gate),
+                                tuple(e.path for e in result.entries)).result()
+        except UserError as exc:
+            result.status, result.error = "failed", f"accuracy not measured: {exc}"
+            return
+    accuracy = {r.entry.path: r.accuracy for r in found}
+    result.entries = [replace(e, accuracy=accuracy.get(e.path)) for e in result.entries]
+    update_manifest(out, result.entries)
+    checks = [c for r in found for c in _accuracy_checks(r.entry.path, r.accuracy, gate)]
+    result.budget_checks += checks
+    broken = [c.text for c in checks if not c.ok]
+    if broken:
+        result.status = "failed"
+        result.error = "; ".join(filter(None, [result.error, *broken]))
+
+
+def _evaluate_in_worker(out: Path, source: DataSource, only: tuple[str, ...]) -> list[Evaluated]:
+    import_quietly()  # TensorFlow's start-up lines go to the log file
+    return evaluate(str(out), source, record=False, only=only)
+
+
+def _accuracy_checks(path: str, accuracy: AccuracyResult, gate: EvalGate) -> list[BudgetCheck]:
+    checks = []
+    if gate.min_top1 is not None:
+        checks.append(BudgetCheck(path, "data", "top1", accuracy.top1, gate.min_top1,
+                                  accuracy.top1 >= gate.min_top1,
+                                  f"{path}: top-1 {accuracy.top1:.3f} < {gate.min_top1} on "
+                                  f"{accuracy.data}"))
+    if gate.max_top1_drop is not None:
+        drop = accuracy.top1_drop
+        checks.append(BudgetCheck(path, "data", "top1_drop", drop, gate.max_top1_drop,
+                                  drop is not None and drop <= gate.max_top1_drop,
+                                  f"{path}: top-1 drop not measured: no float model" if drop is None
+                                  else f"{path}: top-1 {accuracy.top1:.3f} is {drop:.3f} below "
+                                  f"the float model's {accuracy.float_top1:.3f} (max "
+                                  f"{gate.max_top1_drop})"))
+    return checks
 
 
 def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path, gate: Gate,

@@ -26,7 +26,7 @@ from mobilectl.core.version import __version__
 from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
 from mobilectl.render import (
-    build_table, devices_table, export_table, layers_table, models_table, per_layer_table,
+    build_table, devices_table, eval_table, export_table, layers_table, models_table, per_layer_table,
     profile_table, sensitivity_table, summary_table,
 )
 
@@ -489,6 +489,40 @@ def diff_cmd(
         return
     for line in lines(report):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("eval")
+def eval_cmd(
+    target: Annotated[str, typer.Argument(metavar="ARTIFACT_OR_MANIFEST", help="A .tflite/"
+                      ".onnx file beside its manifest, a manifest.json or its folder.")],
+    data: Annotated[str, typer.Option("--data", help="A folder with one sub-folder per class, "
+                    "or a .npz with x and y arrays.")],
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per "
+                      "line, in the model's output order (default: sorted folder names).")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="A separate validation set "
+                   "(same forms as --data): evaluated instead of --data.")] = None,
+    val_split: Annotated[Optional[float], typer.Option("--val-split", metavar="FRACTION",
+                         help="Evaluate the seeded, stratified validation part of --data "
+                         "(e.g. 0.2).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --val-split.")] = 0,
+    keras: Annotated[Optional[str], typer.Option("--keras", help="The float model to compare "
+                     "with (default: the one the manifest names, when its weights exist).")] = None,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Write the results "
+                      "into the manifest (when the target is one).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top-1/top-5 accuracy of each artifact as it runs, next to its Keras float model."""
+    _quiet_tensorflow()
+    from mobilectl.evaluate import DataSource, evaluate  # lazy: pulls TensorFlow and LiteRT
+
+    source = DataSource(data, labels=labels, val=val, val_split=val_split, seed=seed)
+    with stage_progress(err, "eval") as progress:
+        results = evaluate(target, source, keras_path=keras, record=record, progress=progress)
+    rows = [r.as_dict() for r in results]
+    if as_json:
+        _print_json({"results": rows})
+        return
+    out.print(eval_table(rows, width=out.width))
 
 
 @app.command("devices")

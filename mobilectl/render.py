@@ -285,3 +285,24 @@ def per_layer_table(measurement: dict[str, Any], *, width: int,
                + ("; err: int8 error, rmse in quantization steps" if error else ""))
     return fitted(f"{measurement['artifact']}: slowest {len(rows)} of {len(data['rows'])} ops",
                   columns, body, width=width, caption=caption)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def eval_table(rows: list[dict[str, Any]], *, width: int) -> Table:
+    """``mobilectl eval``: each artifact's accuracy next to its float model's."""
+    columns = (Column("artifact"), Column("prec"), Column("top-1", right=True),
+               Column("top-5", right=True, drop=2), Column("float top-1", right=True, drop=1),
+               Column("drop", right=True))
+    body = [[r["artifact"], r["precision"], _share(r["top1"]), _share(r["top5"]),
+             _share(r["float_top1"]), "-" if r["top1_drop"] is None
+             else f"{100 * r['top1_drop']:+.1f} pt"] for r in rows]
+    first = rows[0] if rows else None
+    caption = (f"{first['samples']} samples of {first['data']}, {first['classes']} classes"
+               if first else None)
+    missing = sorted({f"no float model for {r['model']}: {r['float_model']}" for r in rows
+                      if r["float_top1"] is None})
+    caption = "\n".join(filter(None, [caption, *missing])) or None
+    return fitted("mobilectl eval", columns, body, width=width, caption=caption)

@@ -18,6 +18,10 @@ max_latency_ms = 25
 max_size_mb = 4
 max_regression_pct = 5           # vs --baseline: fail only on a significant slowdown
 confidence = 0.95                # of that judgement
+[artifact.eval]                  # accuracy of every artifact on labelled data
+data = "data/val"                # one sub-folder per class, or a .npz with x and y
+min_top1 = 0.9                   # fractions
+max_top1_drop = 0.02             # the float model's top-1 minus the artifact's
 ```
 
 Unknown keys are errors (typo safety); every error names the file, the key and what
@@ -46,8 +50,10 @@ from mobilectl.core.types import (
 ARTIFACT_KEYS = {"name", "model", "keras", "knobs", "weights", "formats", "precisions",
                  "calib", "calib_samples", "io", "layout", "keep_float", "labels",
                  "thresholds", "budgets", "output", "seed", "target", "activations",
-                 "calib_method", "quant_format", "symmetric", "fuse_hard_swish"}
-DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "output", "labels"}
+                 "calib_method", "quant_format", "symmetric", "fuse_hard_swish", "eval"}
+DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "output", "labels",
+                                "eval"}
+EVAL_KEYS = {"data", "val", "val_split", "min_top1", "max_top1_drop"}
 THRESHOLD_KEYS = {"max_abs_error", "max_abs_error_fp16", "min_cosine", "min_sqnr_db", "min_top1"}
 BUDGET_KEYS = {"max_latency_ms", "max_size_mb", "max_regression_pct", "confidence"}
 E = TypeVar("E", bound=StrEnum)
@@ -67,6 +73,19 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class EvalGate:
+    """``[artifact.eval]``: accuracy on labelled data, measured on every artifact
+    (``mobilectl eval``), with the limits it must meet (fractions, e.g. 0.9)."""
+
+    data: str
+    labels: str | None = None  # the artifact's labels file: the classes' order
+    val: str | None = None
+    val_split: float | None = None
+    min_top1: float | None = None
+    max_top1_drop: float | None = None  # float model's top-1 minus the artifact's
+
+
+@dataclass(frozen=True)
 class ArtifactSpec:
     """One entry of the spec: a model, how to export it, what it must satisfy.
 
@@ -81,6 +100,7 @@ class ArtifactSpec:
     options: ExportOptions
     weights: str | None = None
     budgets: tuple[Budget, ...] = ()
+    eval: EvalGate | None = None
 
     @property
     def is_file(self) -> bool:
@@ -186,7 +206,8 @@ def _artifact(entry: Any, defaults: dict[str, Any], base: Path, src: str,
         name=name, model=model or str(_path(base, keras_file, src, f"{prefix}keras")),
         knobs=knobs, precisions=precisions, options=options,
         weights=str(_path(base, weights, src, f"{prefix}weights")) if weights else None,
-        budgets=_budgets(get("budgets", dict, {}), src, f"{prefix}budgets."))
+        budgets=_budgets(get("budgets", dict, {}), src, f"{prefix}budgets."),
+        eval=_eval(get("eval", dict), get("labels", str), base, src, f"{prefix}eval."))
 
 
 def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> ExportOptions:
@@ -285,6 +306,29 @@ def _thresholds(table: dict[str, Any], src: str, prefix: str) -> Thresholds:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise UserError(f"{src}: key '{prefix}{key}' = {value!r} is not allowed: a number")
     return Thresholds(**{k: float(v) for k, v in table.items()})
+
+
+def _eval(table: dict[str, Any] | None, labels: str | None, base: Path, src: str,
+          prefix: str) -> EvalGate | None:
+    if table is None:
+        return None
+    _unknown(table, EVAL_KEYS, src, prefix)
+    if not isinstance(table.get("data"), str):
+        raise UserError(f"{src}: key '{prefix}data' is needed: a folder with one sub-folder "
+                        "per class, or a .npz with x and y")
+    for key in ("val_split", "min_top1", "max_top1_drop"):
+        value = table.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not 0 <= value <= 1 or key == "val_split" and value in (0, 1)):
+            raise UserError(f"{src}: key '{prefix}{key}' = {value!r} is not allowed: a "
+                            "fraction between 0 and 1 (e.g. 0.9)")
+    val = table.get("val")
+    if val is not None and not isinstance(val, str):
+        raise UserError(f"{src}: key '{prefix}val' = {val!r} is not allowed: a string")
+    return EvalGate(str(_path(base, table["data"], src, f"{prefix}data")),
+                    str(_path(base, labels, src, "labels")) if labels else None,
+                    str(_path(base, val, src, f"{prefix}val")) if val else None,
+                    table.get("val_split"), table.get("min_top1"), table.get("max_top1_drop"))
 
 
 def _budgets(table: dict[str, Any], src: str, prefix: str) -> tuple[Budget, ...]:

@@ -148,6 +148,15 @@ def _decode(path: Path, resolution: int) -> tuple[Image.Image, bool]:
     return image, any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
 
 
+def decode(path: Path, resolution: int) -> Image.Image:
+    """One image, decoded and downscaled as calibration images are; a file that does
+    not decode is a UserError naming it."""
+    try:
+        return _decode(path, resolution)[0]
+    except Exception as exc:  # pillow raises many types for broken files
+        raise UserError(f"{path}: not a decodable image ({type(exc).__name__})") from None
+
+
 def _decode_all(files: Sequence[Path], resolution: int) -> tuple[list, list[str]]:
     images, skipped, huge = [], [], 0
     for path in files:

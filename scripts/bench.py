@@ -5,7 +5,8 @@
 
 Writes BENCHMARKS.md, benchmarks.json and plots under --out (default: the repository
 root for the Markdown and JSON, ``bench/`` for the plots). Every latency is the median
-of several interleaved repetitions (each itself a median over runs), with the range.
+of five interleaved repetitions (each itself a median over runs), with the 95%
+bootstrap interval of that median (``device_profiles.stats``, as ``mobilectl profile``).
 
 1. Host latency, LiteRT CPU (1 and 2 threads) for fp32/int8 TFLite and onnxruntime for
    fp32/int8 ONNX: MACs, achieved GMAC/s, fraction of this machine's peak (a float32
@@ -111,9 +112,13 @@ def latency_matrix(files: list[Path], *, threads: tuple[int, ...], repeats: int,
     return medians
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
+def summarise(values: list[float]) -> dict[str, Any]:
+    """The repetitions' median, its bootstrap interval, range and count."""
+    from device_profiles.stats import median_interval
+
+    low, high = median_interval(values) or (min(values), max(values))
+    return {"median": statistics.median(values), "ci_low": low, "ci_high": high,
+            "min": min(values), "max": max(values), "n": len(values), "values": values}
 
 
 # ---- accuracy -----------------------------------------------------------------------
@@ -181,9 +186,9 @@ def main() -> None:
     out = Path(args.out)
     plots = out / "bench"
     plots.mkdir(parents=True, exist_ok=True)
-    settings = ({"resolution": 96, "repeats": 2, "runs": 5, "warmup": 2, "epochs": 2,
+    settings = ({"resolution": 96, "repeats": 3, "runs": 5, "warmup": 2, "epochs": 2,
                  "accuracy_models": ACCURACY_MODELS[:1]} if args.quick else
-                {"resolution": None, "repeats": 2, "runs": 10, "warmup": 3, "epochs": 8,
+                {"resolution": None, "repeats": 5, "runs": 10, "warmup": 3, "epochs": 8,
                  "accuracy_models": ACCURACY_MODELS})
     started = time.perf_counter()
     results = run_all(args.quick, settings, plots)
@@ -192,8 +197,11 @@ def main() -> None:
     (out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     from bench_report import markdown  # scripts/bench_report.py
 
-    (out / "BENCHMARKS.md").write_text(markdown(results, plots.relative_to(out)
-                                                if plots.is_relative_to(out) else plots))
+    from bench_common import splice
+
+    # the zoo's section only: the other scripts' sections and the notes written by hand stay
+    splice(markdown(results, plots.relative_to(out) if plots.is_relative_to(out) else plots),
+           out / "BENCHMARKS.md", start="<!-- zoo -->", end="<!-- /zoo -->")
     log(f"done in {results['wall_time_s'] / 60:.1f} min: {out / 'BENCHMARKS.md'}")
 
 
@@ -269,6 +277,8 @@ def latency_rows(manifest: list[dict[str, Any]], medians: dict, roofline: dict) 
 
 def peer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ours / keras.applications twin: latency and size, TFLite, same precision/threads."""
+    from device_profiles.stats import ratio_interval
+
     index = {(r["model"], r["origin"] == "registry", r["format"], r["precision"], r["threads"]): r
              for r in rows}
     peers = []
@@ -278,8 +288,9 @@ def peer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         twin = index.get((f"{model}_keras_app", False, fmt, precision, threads))
         if twin is None:
             continue
+        low, high = ratio_interval(row["latency_ms"]["values"], twin["latency_ms"]["values"])
         peers.append({"model": model, "twin": TWINS[model], "precision": precision,
-                      "threads": threads,
+                      "threads": threads, "ratio_ci_low": low, "ratio_ci_high": high,
                       "latency_ratio": row["latency_ms"]["median"] / twin["latency_ms"]["median"],
                       "size_ratio": row["bytes"] / twin["bytes"],
                       "ours_ms": row["latency_ms"]["median"], "twin_ms": twin["latency_ms"]["median"]})

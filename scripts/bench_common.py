@@ -1,5 +1,9 @@
 """Helpers the focused benchmark scripts share: a log line, interleaved latency on the
-host, a median (range) cell, and putting a section into BENCHMARKS.md."""
+host, a median [interval] cell, and putting a section into BENCHMARKS.md.
+
+Latency figures are the statistics ``mobilectl profile`` prints
+(``device_profiles.stats``): the median of the repetitions with a seeded 95% bootstrap
+interval of that median, and ratios of medians with their bootstrap interval."""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from device_profiles.stats import median_interval, ratio_interval  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -28,9 +35,21 @@ def measure(files: list[dict[str, Any]], *, repeats: int, runs: int, warmup: int
                 f.setdefault("ms", {}).setdefault(threads, []).append(done.latency.median_ms)
 
 
+STATS_NOTE = ("median [95% bootstrap interval of the median] of the repetitions, in ms; "
+              "ratios of medians with their bootstrap interval")
+
+
 def ms_cell(values: list[float]) -> str:
-    """``median (min-max)`` of per-repetition medians, in ms."""
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+    """``median [low-high]`` of per-repetition medians, in ms."""
+    low, high = median_interval(values) or (min(values), max(values))
+    return f"{statistics.median(values):.2f} [{low:.2f}-{high:.2f}]"
+
+
+def ratio_cell(top: list[float], bottom: list[float], *, suffix: str = "") -> str:
+    """``median(top)/median(bottom) [low-high]`` with the ratio's bootstrap interval."""
+    ratio = statistics.median(top) / statistics.median(bottom)
+    found = ratio_interval(top, bottom)
+    return f"{ratio:.2f}{suffix}" + (f" [{found[0]:.2f}-{found[1]:.2f}]" if found else "")
 
 
 def splice(markdown_text: str, target: Path, *, start: str, end: str) -> None:

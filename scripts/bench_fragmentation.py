@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_common import log, measure, ms_cell, publish  # noqa: E402  (scripts/ helpers)
+from bench_common import STATS_NOTE, log, measure, ms_cell, publish  # noqa: E402  (scripts/ helpers)
+from device_profiles.stats import ratio_interval  # noqa: E402
 
 MODELS = (("nasnet_mobile", {}), ("mobilenet_v2", {"width_multiplier": 1.4}))
 COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -80,7 +81,7 @@ def op_shape(path: Path) -> dict[str, Any]:
 
 def ratios(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """NASNet / MobileNet V2 1.4 per format, precision and threads: the ratio of the
-    medians and the range of the per-repetition ratios (both ran in every repetition)."""
+    medians and its bootstrap interval (both ran in every repetition)."""
     index = {(f["model"], f["format"], f["precision"]): f for f in files if not f["peer"]}
     rows = []
     for (model, fmt, precision), nas in index.items():
@@ -88,13 +89,13 @@ def ratios(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         mnv2 = index[("mobilenet_v2", fmt, precision)]
         for threads in (1, 2):
-            per_rep = [a / b for a, b in zip(nas["ms"][threads], mnv2["ms"][threads])]
+            low, high = ratio_interval(nas["ms"][threads], mnv2["ms"][threads]) or (None, None)
             rows.append({"format": fmt, "precision": precision, "threads": threads,
                          "nasnet_ms": statistics.median(nas["ms"][threads]),
                          "mobilenet_v2_ms": statistics.median(mnv2["ms"][threads]),
                          "ratio": statistics.median(nas["ms"][threads])
                          / statistics.median(mnv2["ms"][threads]),
-                         "ratio_min": min(per_rep), "ratio_max": max(per_rep)})
+                         "ratio_ci_low": low, "ratio_ci_high": high})
     return rows
 
 
@@ -104,7 +105,7 @@ def markdown(files: list[dict[str, Any]], rows: list[dict[str, Any]], s: dict[st
     lines = [
         "## Fragmentation (ShuffleNet V2's G3): NASNet-A Mobile vs MobileNet V2 1.4", "",
         f"`python scripts/bench_fragmentation.py` ({s['repeats']} interleaved repetitions, each "
-        f"the median of {s['runs']} runs after 3 warm-up runs; median (range) in ms; "
+        f"the median of {s['runs']} runs after 3 warm-up runs; " + STATS_NOTE + "; "
         f"{s['wall_time_s'] / 60:.1f} min). Fresh weights; 224x224.", "",
         "| model | MACs | .tflite ops | compute ops | median MACs/op | format | precision "
         "| 1 thread | 2 threads |", "|---|---|---|---|---|---|---|---|---|"]
@@ -113,14 +114,14 @@ def markdown(files: list[dict[str, Any]], rows: list[dict[str, Any]], s: dict[st
         lines.append(f"| {f['model']} | {f['macs'] / 1e6:.0f}M | {shape['ops']} "
                      f"| {shape['compute_ops']} | {shape['median_macs_per_compute_op'] / 1e6:.2f}M "
                      f"| {f['format']} | {f['precision']} | {ms_cell(f['ms'][1])} | {ms_cell(f['ms'][2])} |")
-    lines += ["", "NASNet / MobileNet V2 1.4 latency (ratio of medians; range of the "
-              "per-repetition ratios):", "",
+    lines += ["", "NASNet / MobileNet V2 1.4 latency (ratio of medians with its 95% "
+              "bootstrap interval):", "",
               "| format | precision | threads | NASNet ms | MobileNet V2 1.4 ms | ratio |",
               "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['format']} | {r['precision']} | {r['threads']} | {r['nasnet_ms']:.2f} "
                      f"| {r['mobilenet_v2_ms']:.2f} | {r['ratio']:.2f} "
-                     f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |")
+                     f"[{r['ratio_ci_low']:.2f}-{r['ratio_ci_high']:.2f}] |")
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,7 @@
 1. Latency (onnxruntime, 1 and 2 threads, 224x224): fp32 against int8 with uint8
    activations (U8S8, the x86 target's choice) and with int8 activations (S8S8, the
    ARM choice) for MobileNet V2 and ShuffleNet V2 1.0, all through `mobilectl export`,
-   interleaved (every repetition runs every file once), medians with the range.
+   interleaved (every repetition runs every file once), medians with their 95% bootstrap intervals.
 2. Accuracy on scikit-learn's digits (MobileNet V1 0.25, 32x32, trained here): float
    against int8 ONNX with min/max, entropy and percentile calibration, U8S8.
 
@@ -16,7 +16,6 @@ BENCHMARKS.md between its onnx-int8 markers.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_common import log, measure, ms_cell, publish  # noqa: E402  (scripts/ helpers)
+from bench_common import STATS_NOTE, log, measure, ms_cell, publish, ratio_cell  # noqa: E402  (scripts/ helpers)
 
 MODELS = (("mobilenet_v2", {}), ("shufflenet_v2", {}))
 VARIANTS = (("fp32", "fp32", None), ("int8 U8S8", "int8", "uint8"), ("int8 S8S8", "int8", "int8"))
@@ -96,15 +95,14 @@ def accuracy(work: Path, epochs: int) -> dict[str, float]:
 def markdown(files: list[dict[str, Any]], top1: dict[str, float], s: dict[str, Any]) -> str:
     lines = ["## int8 ONNX on this host: activation type and calibration", "",
              f"`python scripts/bench_onnx_int8.py` ({s['repeats']} interleaved repetitions, "
-             f"each the median of {s['runs']} runs after 5 warm-up runs; median (range) in ms; "
+             f"each the median of {s['runs']} runs after 5 warm-up runs; " + STATS_NOTE + "; "
              f"{s['wall_time_s'] / 60:.1f} min). onnxruntime, 224x224, fresh weights.", "",
              "| model | variant | 1 thread | 2 threads | fp32 / this (2 threads) |",
              "|---|---|---|---|---|"]
     for f in files:
         fp32 = next(g for g in files if g["model"] == f["model"] and g["variant"] == "fp32")
-        speedup = statistics.median(fp32["ms"][2]) / statistics.median(f["ms"][2])
         lines.append(f"| {f['model']} | {f['variant']} | {ms_cell(f['ms'][1])} | {ms_cell(f['ms'][2])} "
-                     f"| {speedup:.2f}x |")
+                     f"| {ratio_cell(fp32['ms'][2], f['ms'][2], suffix='x')} |")
     lines += ["", "Digits (MobileNet V1 0.25, 32x32, trained here; top-1 on the 397 test "
               "digits), int8 ONNX with uint8 activations:", "",
               "| model | top-1 | drop |", "|---|---|---|"]

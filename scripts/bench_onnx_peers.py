@@ -9,7 +9,7 @@ the ``bench`` extra: torch, torchvision, timm; default: this one). Ours come fro
 weights, fp32 and int8 (both quantized by our int8 recipe for this host: QDQ,
 per-channel int8 weights, uint8 activations, the same 16 random calibration inputs).
 Node counts of the files as written; latency with onnxruntime at 1 and 2 threads,
-interleaved (every repetition runs every file once), medians with the range.
+interleaved (every repetition runs every file once), medians with their 95% bootstrap intervals.
 
 Writes ``bench/onnx_peers.json`` and ``bench/onnx_peers.md`` and puts the latter into
 BENCHMARKS.md between its onnx-peers markers.
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_common import log, measure, ms_cell, publish  # noqa: E402  (scripts/ helpers)
+from bench_common import STATS_NOTE, log, measure, ms_cell, publish, ratio_cell  # noqa: E402  (scripts/ helpers)
 from onnx_peer_export import PEERS  # noqa: E402
 
 START, END = "<!-- onnx-peers -->", "<!-- /onnx-peers -->"
@@ -98,7 +98,7 @@ def _median(f: dict[str, Any], threads: int) -> float:
 def markdown(files: list[dict[str, Any]], s: dict[str, Any]) -> str:
     lines = ["## Our ONNX against native PyTorch exports", "",
              f"`python scripts/bench_onnx_peers.py` ({s['repeats']} interleaved repetitions, "
-             f"each the median of {s['runs']} runs after 5 warm-up runs; median (range) in ms; "
+             f"each the median of {s['runs']} runs after 5 warm-up runs; " + STATS_NOTE + "; "
              f"{s['wall_time_s'] / 60:.1f} min). Peers: torchvision {s['torchvision']}, timm "
              f"{s['timm']}, torch {s['torch']} `torch.onnx.export` opset 17; onnxruntime, "
              "224x224, fresh weights. Nodes: ours / peer (fp32 files).", "",
@@ -107,7 +107,7 @@ def markdown(files: list[dict[str, Any]], s: dict[str, Any]) -> str:
     for name, (library, peer_name) in PEERS.items():
         ours, peer = _find(files, name, "ours", "fp32"), _find(files, name, "peer", "fp32")
         counts = " | ".join(f"{ours[op]} / {peer[op]}" for op in ("nodes", *COUNTED))
-        ratios = " | ".join(f"{_median(ours, t) / _median(peer, t):.2f}" for t in (1, 2))
+        ratios = " | ".join(ratio_cell(ours["ms"][t], peer["ms"][t]) for t in (1, 2))
         lines.append(f"| {name} ({library} `{peer_name}`) | {counts} | {ms_cell(ours['ms'][2])} "
                      f"| {ms_cell(peer['ms'][2])} | {ratios} |")
     lines += ["", "int8 (the same recipe for both: QDQ, per-channel int8 weights, uint8 "
@@ -117,9 +117,10 @@ def markdown(files: list[dict[str, Any]], s: dict[str, Any]) -> str:
     for name in PEERS:
         ours, peer = _find(files, name, "ours", "int8"), _find(files, name, "peer", "int8")
         fp32 = _find(files, name, "ours", "fp32")
-        speedups = " | ".join(f"{_median(fp32, t) / _median(ours, t):.2f}x" for t in (1, 2))
+        speedups = " | ".join(ratio_cell(fp32["ms"][t], ours["ms"][t], suffix="x")
+                              for t in (1, 2))
         lines.append(f"| {name} | {ms_cell(ours['ms'][2])} | {ms_cell(peer['ms'][2])} "
-                     f"| {_median(ours, 2) / _median(peer, 2):.2f} | {speedups} |")
+                     f"| {ratio_cell(ours['ms'][2], peer['ms'][2])} | {speedups} |")
     return "\n".join(lines) + "\n"
 
 

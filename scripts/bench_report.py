@@ -38,15 +38,15 @@ def correlation_and_plots(rows: list[dict[str, Any]], roofline: dict[str, float]
     for name, items in sorted(groups.items()):
         xs = [r["macs"] / 1e6 for r in items]
         ys = [r["latency_ms"]["median"] for r in items]
-        lo = [r["latency_ms"]["median"] - r["latency_ms"]["min"] for r in items]
-        hi = [r["latency_ms"]["max"] - r["latency_ms"]["median"] for r in items]
+        lo = [r["latency_ms"]["median"] - r["latency_ms"]["ci_low"] for r in items]
+        hi = [r["latency_ms"]["ci_high"] - r["latency_ms"]["median"] for r in items]
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=2, label=name)
         if name == "tflite fp32":
             for r, x, y in zip(items, xs, ys):
                 ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(3, 3),
                             fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="MACs (millions)", ylabel="median latency (ms)",
-           title="MACs vs latency, this machine, 2 threads")
+           title="MACs vs latency, this machine, 2 threads (bars: 95% interval)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -80,7 +80,7 @@ def _roofline_plot(rows: list[dict[str, Any]], roofline: dict[str, float], path:
 
 
 def _ms(stats: dict[str, float]) -> str:
-    return f"{stats['median']:.2f} ({stats['min']:.2f}-{stats['max']:.2f})"
+    return f"{stats['median']:.2f} [{stats['ci_low']:.2f}-{stats['ci_high']:.2f}]"
 
 
 def markdown(results: dict[str, Any], plots: Path) -> str:
@@ -92,7 +92,9 @@ def markdown(results: dict[str, Any], plots: Path) -> str:
         f"`python scripts/bench.py{' --quick' if s['resolution'] else ''}` on {m['platform']}, "
         f"{m['cpus']} CPUs, Python {m['python']}; wall time {results['wall_time_s'] / 60:.1f} min.",
         f"Latency: median of {s['repeats']} interleaved repetitions, each the median of "
-        f"{s['runs']} runs after {s['warmup']} warm-up runs (range in brackets).",
+        f"{s['runs']} runs after {s['warmup']} warm-up runs; in brackets the 95% bootstrap "
+        "interval of the median (seeded; `device_profiles.stats`, as `mobilectl profile`), "
+        "and for ratios the interval of the ratio of medians.",
         f"This machine: peak {roof['peak_gmacs_fp32']:.1f} GMAC/s (float32 matmul), memory "
         f"bandwidth {roof['bandwidth_gbs']:.1f} GB/s (copy), measured before and after.", "",
         "## 1. Host latency (ms) and achieved GMAC/s", "",
@@ -114,6 +116,7 @@ def markdown(results: dict[str, Any], plots: Path) -> str:
     for p in results["peers"]:
         lines.append(f"| {p['model']} | {p['twin']} | {p['precision']} | {p['threads']} "
                      f"| {p['ours_ms']:.2f} | {p['twin_ms']:.2f} | {p['latency_ratio']:.2f} "
+                     f"[{p['ratio_ci_low']:.2f}-{p['ratio_ci_high']:.2f}] "
                      f"| {p['size_ratio']:.3f} |")
     e = results["export"]
     lines += ["", "## 3. Export cost", "",
@@ -137,10 +140,4 @@ def markdown(results: dict[str, Any], plots: Path) -> str:
         rho = "n/a" if c["rho"] is None else f"{c['rho']:.3f} (p={c['p_value']:.2g})"
         lines.append(f"- {name}: {rho} over {c['models']} models")
     lines += ["", f"![MACs vs latency]({plots}/latency_vs_macs.png)", ""]
-    for section in ("fragmentation", "onnx-int8", "onnx-peers", "export-cost", "zoo-build"):
-        # other scripts' sections, kept
-        path = Path(__file__).resolve().parent.parent / "bench" / f"{section.replace('-', '_')}.md"
-        if path.exists():
-            lines += [f"<!-- {section} -->", path.read_text().rstrip("\n"),
-                      f"<!-- /{section} -->", ""]
     return "\n".join(lines)

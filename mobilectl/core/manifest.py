@@ -176,6 +176,40 @@ class VerificationResult:
                    bool(data["passed"]), bool(data["enforced"]))
 
 
+@dataclass(frozen=True)
+class AccuracyResult:
+    """Top-1/top-5 of an artifact as it runs, on labelled data, next to the Keras float
+    model's on the same data when that model is known (``mobilectl eval``)."""
+
+    data: str  # where the labelled data came from
+    sha256: str  # of its inputs and labels
+    samples: int
+    classes: int
+    top1: float
+    top5: float | None  # None with 5 classes or fewer (always 1)
+    float_top1: float | None = None
+    float_top5: float | None = None
+
+    @property
+    def top1_drop(self) -> float | None:
+        """Float top-1 minus this artifact's (positive: the artifact lost accuracy)."""
+        return None if self.float_top1 is None else self.float_top1 - self.top1
+
+    def as_dict(self) -> dict[str, Any]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 6)
+
+        return {"data": self.data, "sha256": self.sha256, "samples": self.samples,
+                "classes": self.classes, "top1": rounded(self.top1), "top5": rounded(self.top5),
+                "float_top1": rounded(self.float_top1), "float_top5": rounded(self.float_top5)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AccuracyResult:
+        return cls(str(data["data"]), str(data["sha256"]), int(data["samples"]),
+                   int(data["classes"]), float(data["top1"]), data.get("top5"),
+                   data.get("float_top1"), data.get("float_top5"))
+
+
 def _within(value: float | None, limit: str) -> bool:
     op, _, number = limit.partition(" ")
     if value is None:  # infinite SQNR: an exact match
@@ -213,6 +247,7 @@ class ManifestEntry:
     build: str | None = None
     quantization: QuantRecipe | None = None
     mobile: tuple[MobileVerdict, ...] = ()  # ONNX: onnxruntime's mobile usability checker
+    accuracy: AccuracyResult | None = None  # measured on labelled data (mobilectl eval)
 
     @property
     def label(self) -> str:
@@ -238,7 +273,8 @@ class ManifestEntry:
             "quantization": self.quantization.as_dict() if self.quantization else None,
             "mobile": [v.as_dict() for v in self.mobile],
         }
-        extra = {"cache_key": self.cache_key, "artifact": self.artifact, "build": self.build}
+        extra = {"cache_key": self.cache_key, "artifact": self.artifact, "build": self.build,
+                 "accuracy": self.accuracy.as_dict() if self.accuracy else None}
         return {**data, **{k: v for k, v in extra.items() if v is not None}}
 
     @classmethod
@@ -262,7 +298,8 @@ class ManifestEntry:
             tools=dict(data.get("tools", {})), cache_key=data.get("cache_key"),
             artifact=data.get("artifact"), build=data.get("build"),
             quantization=QuantRecipe.from_dict(recipe) if recipe else None,
-            mobile=tuple(MobileVerdict.from_dict(v) for v in data.get("mobile", ())))
+            mobile=tuple(MobileVerdict.from_dict(v) for v in data.get("mobile", ())),
+            accuracy=AccuracyResult.from_dict(data["accuracy"]) if data.get("accuracy") else None)
 
 
 @dataclass(frozen=True)
