@@ -375,7 +375,8 @@ def _check_accuracy(result: JobResult, out: Path, progress: Progress) -> None:
         return
     progress(f"{result.job.label}: accuracy on {gate.val or gate.data}")
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=context,
+                             initializer=import_quietly) as pool:  # before TensorFlow loads
         try:
             found = pool.submit(_evaluate_in_worker, out, _data_source(gate),
                                 tuple(e.path for e in result.entries)).result()
@@ -534,6 +535,10 @@ def _budget_text(c: BudgetCheck) -> str:
         interval = "" if c.ci_low is None else f" [{c.ci_low:.3f}-{c.ci_high:.3f}]"
         return (f"{c.profile} vs baseline {c.baseline_ms:.3f} -> {c.baseline_ms * c.ratio:.3f} "
                 f"ms, x{c.ratio:.3f}{interval} {c.verdict} (max +{c.limit:g}%) {state}")
+    if c.metric == "top1" and c.value is not None:
+        return f"top-1 {100 * c.value:.1f}% (min {100 * c.limit:g}%) {state}"
+    if c.metric == "top1_drop" and c.value is not None:
+        return f"top-1 drop {100 * c.value:+.1f} pt (max {100 * c.limit:g} pt) {state}"
     value = c.value if c.value is None else round(c.value, 2)
     return f"{c.profile} {c.metric} {value}/{c.limit} {state}"
 

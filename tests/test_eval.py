@@ -176,3 +176,43 @@ def test_eval_bad_input(exported: Path, tmp_path: Path, capsys) -> None:
     code, _, err = run(["eval", str(tmp_path / "x.tflite"), "--data", data], capsys)
     assert "no such file" in error_line(code, err)
     assert (exported / "manifest.json").read_bytes() == before  # nothing written
+
+
+def test_build_gates_on_accuracy(digits_model: dict, tmp_path: Path, capsys) -> None:
+    pixels, labels = _digits()
+    np.savez(tmp_path / "held_out.npz", x=pixels[HELD_OUT], y=labels[HELD_OUT])
+    spec = f"""
+[[artifact]]
+name = "digits"
+model = "mobilenet_v1"
+knobs = {{ width_multiplier = 0.25, resolution = 32, num_classes = 10 }}
+weights = "{digits_model['weights']}"
+calib = "{digits_model['calib']}"
+calib_samples = 16
+precisions = ["int8"]
+formats = ["tflite"]
+[artifact.eval]
+data = "held_out.npz"
+max_top1_drop = 0.05
+min_top1 = MIN
+"""
+    argv = ["build", str(tmp_path / "mobilectl.toml"), "--out", str(tmp_path / "dist"),
+            "--cache", str(tmp_path / "cache"), "--json"]
+    (tmp_path / "mobilectl.toml").write_text(spec.replace("MIN", "0.5"))
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    [job] = json.loads(out)["jobs"]
+    checks = {c["metric"]: c for c in job["budgets"]}
+    assert checks["top1"]["ok"] and checks["top1"]["value"] > 0.6
+    assert checks["top1_drop"]["ok"] and abs(checks["top1_drop"]["value"]) <= 0.05
+    [entry] = read_manifest(tmp_path / "dist").artifacts
+    assert entry.accuracy.top1 == pytest.approx(checks["top1"]["value"])
+    assert entry.accuracy.float_top1 == pytest.approx(digits_model["accuracy"], abs=1e-6)
+    (tmp_path / "mobilectl.toml").write_text(spec.replace("MIN", "0.999"))
+    code, out, err = run(argv, capsys)  # the export is reused; the gate is not
+    assert code == 1 and "< 0.999 on" in err, err
+    [job] = json.loads(out)["jobs"]
+    assert job["status"] == "failed" and "top-1" in job["error"]
+    (tmp_path / "mobilectl.toml").write_text(spec.replace("MIN", "1.5"))
+    code, _, err = run(argv, capsys)
+    assert "'artifact[0].eval.min_top1' = 1.5 is not allowed" in error_line(code, err)
