@@ -6,6 +6,7 @@ come from the format table (:mod:`exporter.formats`); nothing here branches on o
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from exporter.options import ExportFormat, ExportOptions, Progress, Thresholds
 from mobilectl.core.errors import UserError, VerificationFailed
 from mobilectl.core.files import check_out_dir, make_out_dir, sha256, tool_versions, write_atomic
 from mobilectl.core.manifest import (
-    ManifestEntry, Normalization, TensorIO, VerificationResult, update_manifest,
+    DERIVATION_MEMBER, Derivation, ManifestEntry, Normalization, TensorIO, VerificationResult,
+    update_manifest,
 )
 from mobilectl.core.types import Format, Layout, Precision
 from mobilectl.core.version import __version__
@@ -52,6 +54,7 @@ class SourceModel:
     params: int
     origin: str  # "registry" or the .keras path
     trained: bool  # False: freshly initialised weights (verification not enforced)
+    derivation: Derivation | None = None  # a .keras file mobilectl made (pruned)
 
     @property
     def weights_label(self) -> str:
@@ -116,17 +119,29 @@ def build_or_load(target: str, *, knobs: dict[str, Any] | None = None,
                             f"to a file ({target})")
         model, name = load_keras_file(Path(target)), file_model_name(Path(target))
         spec_knobs, variant, origin, trained = {}, "", str(target), True
-        normalization = Normalization()
+        derivation = read_derivation(Path(target))
+        normalization = derivation.normalization if derivation else Normalization()
     else:
         spec = get_model_spec(target)
         spec_knobs = spec.resolve(**(knobs or {}))
         model = spec.build(weights=weights, **spec_knobs)
         name, variant, origin, trained = spec.name, spec.variant(spec_knobs), "registry", bool(weights)
-        normalization = spec.normalization
+        normalization, derivation = spec.normalization, None
     _check_input(model, target)
     macs, params = _cost(model)
     return SourceModel(name, variant, model, spec_knobs, weights, normalization, macs, params,
-                       origin, trained)
+                       origin, trained, derivation)
+
+
+def read_derivation(path: Path) -> Derivation | None:
+    """What a .keras file mobilectl made says about how it was made (None: a plain one)."""
+    with zipfile.ZipFile(path) as archive:
+        if DERIVATION_MEMBER not in archive.namelist():
+            return None
+        try:
+            return Derivation.from_dict(json.loads(archive.read(DERIVATION_MEMBER)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}: its {DERIVATION_MEMBER} is malformed ({exc})") from None
 
 
 def _cost(model: Any) -> tuple[int | None, int]:
@@ -268,7 +283,8 @@ def manifest_entry(candidate: Candidate, source: SourceModel, calib: Calibration
         normalization=source.normalization, keep_float=options.keep_float,
         calibration=calib.describe() if candidate.precision == Precision.INT8 else None,
         verification=check.result(int(len(calib.held_out))), tools=tool_versions(),
-        quantization=row.recipe(options), mobile=row.mobile(candidate.data))
+        quantization=row.recipe(options), mobile=row.mobile(candidate.data),
+        derivation=source.derivation)
 
 
 def write(out: Path, written: list[tuple[Candidate, ManifestEntry]]) -> None:

@@ -26,7 +26,7 @@ from mobilectl.core.version import __version__
 from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
 from mobilectl.render import (
-    build_table, devices_table, eval_table, export_table, layers_table, models_table, per_layer_table,
+    build_table, devices_table, eval_table, export_table, prune_table, layers_table, models_table, per_layer_table,
     profile_table, sensitivity_table, summary_table,
 )
 
@@ -523,6 +523,53 @@ def eval_cmd(
         _print_json({"results": rows})
         return
     out.print(eval_table(rows, width=out.width))
+
+
+@app.command("prune")
+def prune_cmd(
+    target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
+                      help="Registry name (with --weights) or a .keras file.")],
+    data: Annotated[str, typer.Option("--data", help="A folder with one sub-folder per class, "
+                    "or a .npz with x and y arrays.")],
+    method: Annotated[str, typer.Option("--method", help="Filter ranking: l1 (weight norm) or "
+                      "fpgm (distance to the geometric median).")] = "l1",
+    ratio: Annotated[float, typer.Option("--ratio", help="Share of each layer's filters "
+                     "removed, between 0 and 1.")] = 0.5,
+    epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")] = 3,
+    lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate (Adam).")] = 1e-3,
+    divisor: Annotated[int, typer.Option("--divisor", help="Kept filters rounded up to a "
+                       "multiple of this.")] = 8,
+    width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
+    weights: Annotated[Optional[str], typer.Option("--weights",
+                       help="Local .weights.h5 file for a registry model.")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, "
+                      "in the model's output order.")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="A separate validation set.")] = None,
+    val_split: Annotated[float, typer.Option("--val-split", metavar="FRACTION",
+                         help="Seeded, stratified validation share of --data.")] = 0.2,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out_file: Annotated[str, typer.Option("--out", help="The pruned .keras file.")] = "pruned.keras",
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove filters (structured pruning), fine-tune, and report MACs, params, accuracy."""
+    _quiet_tensorflow()
+    from mobilectl.prune import PruneOptions, prune  # lazy: pulls TensorFlow
+    from quant.pruning import Method
+
+    options = PruneOptions(parse(Method, method, flag="--method"), ratio, epochs, lr,
+                           divisor=divisor, seed=seed)
+    knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
+                   num_classes=num_classes, **_extra_knobs(knob))
+    with stage_progress(err, f"prune {target}") as progress:
+        report = prune(target, data=data, out=Path(out_file), options=options, knobs=knobs,
+                       weights=weights, labels=labels, val=val, val_split=val_split,
+                       progress=progress)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    out.print(prune_table(report.as_dict(), width=out.width))
+    _note(f"wrote {out_file}; next: mobilectl export {out_file} --int8")
 
 
 @app.command("devices")

@@ -306,3 +306,24 @@ def eval_table(rows: list[dict[str, Any]], *, width: int) -> Table:
                       if r["float_top1"] is None})
     caption = "\n".join(filter(None, [caption, *missing])) or None
     return fitted("mobilectl eval", columns, body, width=width, caption=caption)
+
+
+def prune_table(report: dict[str, Any], *, width: int) -> Table:
+    """``mobilectl prune``: cost and accuracy before, right after pruning, after
+    fine-tuning; the caption says how many layers were pruned and which stayed whole."""
+    columns = (Column("model"), Column("MACs", right=True), Column("params", right=True),
+               Column("top-1", right=True), Column("top-5", right=True, drop=1))
+    body = [[label, millions(s["macs"], 1), millions(s["params"], 2),
+             _share(s["top1"]), _share(s["top5"])]
+            for label, s in (("before", report["before"]), ("pruned", report["pruned"]),
+                             (f"fine-tuned ({report['options']['epochs']} ep)", report["after"]))]
+    whole = report["left_whole"]
+    caption = (f"{report['options']['method']}, ratio {report['options']['ratio']:g}: "
+               f"{len(report['groups'])} group(s) pruned, {len(whole)} layer(s) left whole; "
+               f"validation {report['val_samples']} samples")
+    shown = list(whole.items())[:3]
+    caption += "".join(f"\n{name}: left whole because {why}" for name, why in shown)
+    if len(whole) > len(shown):
+        caption += f"\n... and {len(whole) - len(shown)} more (--json lists them)"
+    return fitted(f"mobilectl prune: {report['model']}", columns, body, width=width,
+                  caption=caption)

@@ -176,6 +176,34 @@ class VerificationResult:
                    bool(data["passed"]), bool(data["enforced"]))
 
 
+#: the member of a .keras zip in which mobilectl says how it made the model
+DERIVATION_MEMBER = "mobilectl.json"
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """How mobilectl made a .keras model from another (``mobilectl prune``): kept in the
+    file, copied into the manifest of every artifact exported from it."""
+
+    source: str  # the model it was made from
+    method: str  # "l1", "fpgm"
+    ratio: float  # the share of each group's filters removed
+    epochs: int  # fine-tuning epochs
+    data_sha256: str  # of the labelled data it was fine-tuned and validated on
+    normalization: Normalization  # the source model's, which the pruned model keeps
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "method": self.method, "ratio": self.ratio,
+                "epochs": self.epochs, "data_sha256": self.data_sha256,
+                "normalization": self.normalization.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Derivation:
+        return cls(str(data["source"]), str(data["method"]), float(data["ratio"]),
+                   int(data["epochs"]), str(data["data_sha256"]),
+                   Normalization.from_dict(data["normalization"]))
+
+
 @dataclass(frozen=True)
 class AccuracyResult:
     """Top-1/top-5 of an artifact as it runs, on labelled data, next to the Keras float
@@ -248,6 +276,7 @@ class ManifestEntry:
     quantization: QuantRecipe | None = None
     mobile: tuple[MobileVerdict, ...] = ()  # ONNX: onnxruntime's mobile usability checker
     accuracy: AccuracyResult | None = None  # measured on labelled data (mobilectl eval)
+    derivation: Derivation | None = None  # how the source .keras was made (mobilectl prune)
 
     @property
     def label(self) -> str:
@@ -274,7 +303,8 @@ class ManifestEntry:
             "mobile": [v.as_dict() for v in self.mobile],
         }
         extra = {"cache_key": self.cache_key, "artifact": self.artifact, "build": self.build,
-                 "accuracy": self.accuracy.as_dict() if self.accuracy else None}
+                 "accuracy": self.accuracy.as_dict() if self.accuracy else None,
+                 "derivation": self.derivation.as_dict() if self.derivation else None}
         return {**data, **{k: v for k, v in extra.items() if v is not None}}
 
     @classmethod
@@ -299,7 +329,8 @@ class ManifestEntry:
             artifact=data.get("artifact"), build=data.get("build"),
             quantization=QuantRecipe.from_dict(recipe) if recipe else None,
             mobile=tuple(MobileVerdict.from_dict(v) for v in data.get("mobile", ())),
-            accuracy=AccuracyResult.from_dict(data["accuracy"]) if data.get("accuracy") else None)
+            accuracy=AccuracyResult.from_dict(data["accuracy"]) if data.get("accuracy") else None,
+            derivation=Derivation.from_dict(data["derivation"]) if data.get("derivation") else None)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,211 @@
+"""``mobilectl prune``: structured filter pruning with fine-tuning, measured.
+
+The model's filters are ranked and removed (:mod:`quant.pruning`), the narrower model
+is fine-tuned on the training part of the labelled data, and the report gives MACs,
+params and top-1 on the validation part before pruning, right after it and after
+fine-tuning. The result is a normal ``.keras`` file with the same layer names, written
+deterministically (no save date), that exports, verifies and profiles like any other.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.pipeline import build_or_load
+from mobilectl.core.errors import UserError
+from mobilectl.core.files import write_atomic
+from mobilectl.core.manifest import DERIVATION_MEMBER, Derivation
+from mobilectl.core.tfenv import third_party_output
+from mobilectl.evaluate import top_k
+from models_keras.analysis import analyze_model
+from models_keras.training import recalibrate_batch_norm
+from quant.labelled import Labelled, Split, check_data, load_labelled, read_labels, split
+from quant.pruning import DIVISOR, Method, Plan, apply, plan
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """How to prune and fine-tune (``ratio``: the share of each group's filters removed)."""
+
+    method: Method = Method.L1
+    ratio: float = 0.5
+    epochs: int = 3
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    divisor: int = DIVISOR
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0 < self.ratio < 1:
+            raise UserError(f"--ratio {self.ratio:g} is not allowed: a fraction of filters "
+                            "between 0 and 1 (e.g. 0.5)")
+        if self.epochs < 0:
+            raise UserError(f"--epochs {self.epochs} is not allowed: 0 or more")
+        if not 0 < self.learning_rate < 1:
+            raise UserError(f"--lr {self.learning_rate:g} is not allowed: between 0 and 1")
+        if self.divisor < 1:
+            raise UserError(f"--divisor {self.divisor} is not allowed: 1 or more")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The model at one point: its cost and its accuracy on the validation part."""
+
+    macs: int
+    params: int
+    top1: float
+    top5: float | None
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    model: str
+    out: str
+    options: PruneOptions
+    data: str
+    data_sha256: str
+    train_samples: int
+    val_samples: int
+    before: Stage
+    pruned: Stage  # right after removing the filters
+    after: Stage  # after fine-tuning
+    groups: tuple[dict[str, Any], ...]
+    left_whole: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["options"]["method"] = str(self.options.method)
+        return data
+
+
+def load_split(data: str, *, labels: str | None, val: str | None, val_split: float,
+               resolution: int, normalization: Any, seed: int) -> Split:
+    """Training and validation parts: ``--val`` as validation (all of ``data`` trains),
+    else a seeded, stratified ``val_split`` of ``data``."""
+    names = read_labels(labels)
+    whole = load_labelled(data, resolution=resolution, normalization=normalization, labels=names)
+    if val is None:
+        return split(whole, val_split=val_split, seed=seed)
+    held = load_labelled(val, resolution=resolution, normalization=normalization,
+                         labels=names, flag="--val")
+    return Split(whole, held)
+
+
+def _stage(model: Any, val: Labelled) -> Stage:
+    with third_party_output():  # Keras's retracing warnings go to the log
+        scores = np.asarray(model.predict(val.x, batch_size=64, verbose=0))
+    five = top_k(scores, val.y, 5) if len(val.classes) > 5 else None
+    return Stage(int(analyze_model(model).macs), int(model.count_params()),
+                 top_k(scores, val.y, 1), five)
+
+
+def fine_tune(model: Any, train: Labelled, options: PruneOptions) -> None:
+    """A few epochs of Adam on the training part, then batch-norm statistics
+    recomputed on it (a short run leaves momentum-averaged statistics unsettled)."""
+    import keras  # heavy: only when fine-tuning
+
+    keras.utils.set_random_seed(options.seed)
+    model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    with third_party_output():
+        model.fit(train.x, train.y, epochs=options.epochs, batch_size=options.batch_size,
+                  shuffle=True, verbose=0)
+    recalibrate_batch_norm(model, train.x)
+
+
+def _data_sha256(parts: Split) -> str:
+    """One digest of the training and validation parts."""
+    import hashlib
+
+    return hashlib.sha256(f"{parts.train.sha256}{parts.val.sha256}".encode()).hexdigest()
+
+
+def save_keras(model: Any, path: Path, made: Derivation) -> None:
+    """``model`` as a ``.keras`` file whose bytes depend only on the model: Keras's
+    save date dropped, every member dated 1980, plus how it was made."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "model.keras"
+        model.save(raw)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(raw) as src, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as dst:
+            for name in sorted(src.namelist()):
+                data = src.read(name)
+                if name == "metadata.json":
+                    meta = json.loads(data)
+                    meta.pop("date_saved", None)
+                    data = json.dumps(meta, sort_keys=True).encode()
+                dst.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
+            dst.writestr(zipfile.ZipInfo(DERIVATION_MEMBER, (1980, 1, 1, 0, 0, 0)),
+                         json.dumps(made.as_dict(), sort_keys=True, indent=2).encode())
+    write_atomic(path, buffer.getvalue())
+
+
+def prune(target: str, *, data: str, out: Path, options: PruneOptions,
+          knobs: dict[str, Any] | None = None, weights: str | None = None,
+          labels: str | None = None, val: str | None = None, val_split: float = 0.2,
+          progress: Progress = lambda s: None) -> PruneReport:
+    """Prune ``target`` (a registry model with its weights, or a .keras file), fine-tune
+    it on ``data`` and write the narrower model to ``out`` (a .keras path)."""
+    classes = _check(out, options, data=data, labels=labels, val=val, val_split=val_split)
+    progress(f"build {target}")
+    source = build_or_load(target, knobs=knobs, weights=weights, seed=options.seed)
+    model = source.model
+    if model.output.shape[-1] != len(classes):
+        raise UserError(f"--data {data}: {len(classes)} classes, but the model has "
+                        f"{model.output.shape[-1]} outputs; the data's classes must be the model's")
+    progress(f"rank filters ({options.method}) and remove {options.ratio:.0%} of each layer's")
+    chosen = plan(model, method=options.method, ratio=options.ratio, divisor=options.divisor)
+    resolution = int(model.input.shape[1])
+    progress(f"load {data} at {resolution}x{resolution}")
+    parts = load_split(data, labels=labels, val=val, val_split=val_split, resolution=resolution,
+                       normalization=source.normalization, seed=options.seed)
+    before = _stage(model, parts.val)
+    thinner = apply(model, chosen)
+    pruned = _stage(thinner, parts.val)
+    if options.epochs:
+        progress(f"fine-tune {options.epochs} epoch(s) on {len(parts.train.y)} samples")
+        fine_tune(thinner, parts.train, options)
+    report = PruneReport(source.name, str(out), options, data, parts.val.sha256,
+                         len(parts.train.y), len(parts.val.y), before, pruned,
+                         _stage(thinner, parts.val), _groups(chosen), dict(chosen.left_whole))
+    progress(f"write {out}")
+    made = Derivation(source.origin if source.origin != "registry" else source.name,
+                      str(options.method), options.ratio, options.epochs,
+                      _data_sha256(parts), source.normalization)
+    save_keras(thinner, out, made)
+    return report
+
+
+def _check(out: Path, options: PruneOptions, *, data: str, labels: str | None,
+           val: str | None, val_split: float) -> tuple[str, ...]:
+    """Every check that needs no model, before slow work; the data's classes."""
+    options.validate()
+    if out.suffix != ".keras":
+        raise UserError(f"--out {out}: not allowed: a path ending in .keras")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a .keras file path")
+    names = read_labels(labels)
+    classes = check_data(data, labels=names)
+    if val is not None and check_data(val, labels=names, flag="--val") != classes:
+        raise UserError(f"--val {val}: its classes are not those of --data {data}")
+    if val is None and not 0 < val_split < 1:
+        raise UserError(f"--val-split {val_split:g} is not allowed: a fraction between 0 "
+                        "and 1 (e.g. 0.2)")
+    return classes
+
+
+def _groups(chosen: Plan) -> tuple[dict[str, Any], ...]:
+    return tuple({"layers": list(g.producers), "channels": g.channels, "kept": len(g.kept)}
+                 for g in chosen.groups)
