@@ -35,8 +35,10 @@ class BenchmarkFailed(Exception):
     """A benchmark process failed; the message says which artifact and why."""
 
 
-def _run(argv: list[str], *, timeout: float = TIMEOUT_S) -> tuple[str, str, float]:
-    """Run ``argv``; return stdout, stderr and the child's peak RSS in MB."""
+def _run(argv: list[str], *, timeout: float = TIMEOUT_S,
+         ok_codes: tuple[int, ...] = (0,)) -> tuple[str, str, float]:
+    """Run ``argv``; return stdout, stderr and the child's peak RSS in MB (an exit code
+    outside ``ok_codes`` raises)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err)
         deadline = time.monotonic() + timeout
@@ -55,7 +57,7 @@ def _run(argv: list[str], *, timeout: float = TIMEOUT_S) -> tuple[str, str, floa
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if proc.returncode != 0:
+    if proc.returncode not in ok_codes:
         raise BenchmarkFailed(f"exit code {proc.returncode}: {error_line(stderr)}")
     return stdout, stderr, peak_kb / 1024
 

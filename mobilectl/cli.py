@@ -627,7 +627,6 @@ def build_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Build every artifact of a spec: incremental, reproducible, and a CI gate."""
-    _quiet_tensorflow()  # the build's registry loads Keras: its start-up lines go to the log
     from device_profiles.harness import ProfileOptions  # lazy: pulls numpy
     from mobilectl.build import build, merge
     from mobilectl.spec import find_spec, load_spec

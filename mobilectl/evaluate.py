@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from exporter import formats
-from exporter.pipeline import build_or_load
 from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import (
     MANIFEST, AccuracyResult, ManifestEntry, Normalization, read_manifest, update_manifest,
@@ -130,6 +129,8 @@ def classes_of(entry: ManifestEntry) -> int | None:
 
 def float_model(entry: ManifestEntry, keras_path: str | None) -> tuple[Any | None, str]:
     """The Keras float model the artifact came from, when it is known, and a note."""
+    from exporter.pipeline import build_or_load  # heavy: loads TensorFlow and Keras
+
     if keras_path is not None:
         return build_or_load(keras_path).model, keras_path
     if entry.origin != "registry":
@@ -150,8 +151,8 @@ def evaluate(given: str, source: DataSource, *, keras_path: str | None = None,
     """Each artifact of ``given`` (a file, a manifest or its folder; of a manifest only
     the files named in ``only``, if any) on ``source``'s data; a manifest target records
     the results unless ``record`` is False."""
-    classes = source.check()
     folder, entries, is_manifest = targets(given)
+    classes = source.check()
     entries = [e for e in entries if not only or e.path in only]
     if keras_path is not None and not Path(keras_path).is_file():
         raise UserError(f"--keras {keras_path}: no such file (a .keras model)")

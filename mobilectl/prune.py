@@ -9,8 +9,10 @@ deterministically (no save date), that exports, verifies and profiles like any o
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -113,7 +115,9 @@ def fine_tune(model: Any, train: Labelled, options: PruneOptions) -> None:
     """A few epochs of Adam on the training part, then batch-norm statistics
     recomputed on it (a short run leaves momentum-averaged statistics unsettled)."""
     import keras  # heavy: only when fine-tuning
+    import tensorflow as tf  # heavy: as above
 
+    tf.config.experimental.enable_op_determinism()  # the same inputs give the same model
     keras.utils.set_random_seed(options.seed)
     model.compile(optimizer=keras.optimizers.Adam(options.learning_rate),
                   loss="sparse_categorical_crossentropy")
@@ -125,16 +129,12 @@ def fine_tune(model: Any, train: Labelled, options: PruneOptions) -> None:
 
 def _data_sha256(parts: Split) -> str:
     """One digest of the training and validation parts."""
-    import hashlib
-
     return hashlib.sha256(f"{parts.train.sha256}{parts.val.sha256}".encode()).hexdigest()
 
 
 def save_keras(model: Any, path: Path, made: Derivation) -> None:
     """``model`` as a ``.keras`` file whose bytes depend only on the model: Keras's
     save date dropped, every member dated 1980, plus how it was made."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "model.keras"
         model.save(raw)

@@ -9,7 +9,8 @@ through every layer that consumes those channels.
 
 Channels are tracked through the functional graph as *channel spaces*:
 
-- a convolution (``groups=1``) opens a new space; its filters are what is pruned;
+- a convolution (``groups=1``, or separable with depth multiplier 1) opens a new
+  space; its filters are what is pruned;
 - channel-preserving layers (batch norm, activations, depthwise convs, pooling,
   padding, dropout) pass their input's space on;
 - an element-wise merge (``Add``, ``Multiply``...) ties its inputs' spaces into one:
@@ -131,7 +132,9 @@ class _Graph:
         self.reads[name] = inputs
         if kind == "InputLayer":
             self.out[name] = self.new(channels or 0, whole="the model's input")
-        elif kind == "Conv2D" and config.get("groups", 1) == 1 and len(inputs) == 1:
+        elif (kind == "Conv2D" and config.get("groups", 1) == 1
+              or kind == "SeparableConv2D" and config.get("depth_multiplier", 1) == 1) \
+                and len(inputs) == 1:
             self.out[name] = self.new(channels or 0, producers=[name])
         elif kind == "Dense" and len(inputs) == 1:  # reads the kept rows; its units stay
             self.out[name] = self.new(channels or 0, whole=f"it is the units of {name} (Dense)")
@@ -207,13 +210,19 @@ def plan(model: Any, *, method: Method, ratio: float | Mapping[str, float],
             whole.update({p: f"{space.channels} filters: nothing to remove at this ratio"
                           for p in space.producers})
             continue
-        scores = sum(_scores(weights[p].get_weights()[0], method) for p in space.producers)
+        scores = sum(_scores(_kernel(weights[p]), method) for p in space.producers)
         kept = np.sort(np.argsort(-scores, kind="stable")[:keep])
         groups.append(Group(tuple(space.producers), space.channels, tuple(int(i) for i in kept)))
     if not groups:
         raise UserError(f"prune: {model.name} has no prunable layer"
                         + (f" ({_first(whole)})" if whole else " (no Conv2D with groups=1)"))
     return Plan(tuple(groups), dict(sorted(whole.items())))
+
+
+def _kernel(layer: Any) -> np.ndarray:
+    """The kernel whose last axis is the layer's filters (a separable conv's pointwise)."""
+    weights = layer.get_weights()
+    return weights[1] if type(layer).__name__ == "SeparableConv2D" else weights[0]
 
 
 def _first(whole: Mapping[str, str]) -> str:
@@ -297,6 +306,13 @@ def _sliced(layer: Any, read: np.ndarray | None, own: np.ndarray | None) -> list
         kernel = weights[0] if read is None else weights[0][:, :, read, :]
         kernel = kernel if own is None else kernel[..., own]
         return [kernel, *([] if len(weights) == 1 else [weights[1] if own is None else weights[1][own]])]
+    if kind == "SeparableConv2D":  # depthwise (H, W, in, 1), pointwise (1, 1, in, out), bias
+        depth, point = weights[0], weights[1]
+        if read is not None:
+            depth, point = depth[:, :, read, :], point[:, :, read, :]
+        point = point if own is None else point[..., own]
+        rest = [w if own is None else w[own] for w in weights[2:]]
+        return [depth, point, *rest]
     if kind == "Dense":
         return [weights[0] if read is None else weights[0][read], *weights[1:]]
     if kind == "DepthwiseConv2D":

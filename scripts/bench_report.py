@@ -127,6 +127,10 @@ def markdown(results: dict[str, Any], plots: Path) -> str:
               "| job | status | seconds (both formats) |", "|---|---|---|"]
     for job in e["jobs"]:
         lines.append(f"| {job['artifact']} | {job['status']} | {job['seconds']:.1f} |")
+    failed = [job for job in e["jobs"] if job["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed jobs (not in the latency tables):", ""]
+        lines += [f"- {job['artifact']}: {(job['error'] or '')[:240]}" for job in failed]
     lines += ["", "## 4. Accuracy kept by int8 (digits, 32x32, test split)", "",
               "| model | float top-1 | TFLite int8 | ONNX int8 | drop (TFLite / ONNX) |",
               "|---|---|---|---|---|"]

@@ -135,11 +135,25 @@ def _cases(f: dict[str, str], root: Path) -> list[tuple[list[str], str]]:
          "layout nhwc applies to ONNX"),
         (["build", spec("only", art), "--only", "zzz"], "--only zzz"),
         (["build", spec("jobs", art), "--jobs", "0"], "0"),
+        (["build", spec("eval", art + "[artifact.eval]\nmin_top1 = 0.9\n")],
+         "'artifact[0].eval.data' is needed"),
+        (["eval", str(root / "nope.tflite"), "--data", f["object.npz"]], "no such file"),
+        (["eval", str(root), "--data", f["object.npz"]], "or a folder holding one"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["object.npz"],
+          "--out", str(root / "p.keras")], "x (images) and y (labels) are needed"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["empty"],
+          "--out", str(root / "p.keras")], "0 class folder(s)"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["empty"], "--ratio", "2",
+          "--out", str(root / "p.keras")], "--ratio 2 is not allowed"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["flat.npy"],
+          "--out", str(root / "p.keras")], "not a folder with one sub-folder per class"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["empty"], "--method", "random",
+          "--out", str(root / "p.keras")], "--method 'random'"),
     ]
 
 
 OUT_FLAG = {"export": "--out", "quant-report": None, "profile": "--out", "build": "--out",
-            "info": None, "devices": None, "device": None}
+            "info": None, "devices": None, "device": None, "eval": None, "prune": None}
 
 
 def test_bad_input_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,7 @@ from quant.pruning import Method
 
 FAMILIES = family_representatives()
 #: families whose every conv feeds a grouped conv or a channel shuffle: nothing to prune
-UNPRUNABLE = {"shufflenet_v1"}
+UNPRUNABLE = {"shufflenet_v1", "factorized_net"}
 
 
 def _masked(model, graph: pruning._Graph, kept: dict[int, np.ndarray]):
@@ -32,11 +32,13 @@ def _masked(model, graph: pruning._Graph, kept: dict[int, np.ndarray]):
     for layer in twin.layers:
         reads = graph.reads[layer.name]
         found = kept.get(graph.find(reads[0])) if reads else None
-        if found is None or type(layer).__name__ not in ("Conv2D", "Dense"):
+        kind = type(layer).__name__
+        if found is None or kind not in ("Conv2D", "Dense", "SeparableConv2D"):
             continue
         weights = layer.get_weights()
-        drop = np.setdiff1d(np.arange(weights[0].shape[-2]), found)
-        weights[0][..., drop, :] = 0
+        reader = 1 if kind == "SeparableConv2D" else 0  # its pointwise kernel reads them
+        drop = np.setdiff1d(np.arange(weights[reader].shape[-2]), found)
+        weights[reader][..., drop, :] = 0
         layer.set_weights(weights)
     return twin
 
