@@ -17,11 +17,14 @@ def test_quick_benchmark_writes_report(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "benchmarks.json").read_text())
     models = {r["model"] for r in results["latency"] if r["origin"] == "registry"}
     assert models == {"mobilenet_v1", "squeezenet1_0", "shufflenet_v2"}
-    assert all(r["latency_ms"]["n"] == 2 and r["latency_ms"]["median"] > 0
+    assert all(r["latency_ms"]["n"] == 3 and r["latency_ms"]["median"] > 0
+               and r["latency_ms"]["ci_low"] <= r["latency_ms"]["median"] <= r["latency_ms"]["ci_high"]
                for r in results["latency"])
     assert {(r["format"], r["precision"]) for r in results["latency"]} == {
         ("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")}
     assert results["peers"] and all(p["twin"] == "MobileNet" for p in results["peers"])
+    assert all(p["ratio_ci_low"] <= p["latency_ratio"] <= p["ratio_ci_high"]
+               for p in results["peers"])
     assert results["export"]["cached_rebuild_s"] < results["export"]["first_build_s"]
     assert {j["status"] for j in results["export"]["cached_jobs"]} == {"reused"}
     assert results["spearman"]["tflite fp32"]["models"] == 3
