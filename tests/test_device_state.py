@@ -69,15 +69,17 @@ def test_fixed_performance_mode_off_again_whatever_happens(connect_device, bench
 
 def test_waits_to_cool_instead_of_sleeping(connect_device, benchmark_binary, tiny_tflite,
                                            tmp_path, capsys) -> None:
-    """Each run heats the phone above 31 C; the next waits until it is back below."""
+    """Each run heats the phone (from 30 C ambient) above 30.3 C, however fast this host
+    runs the model; the next waits until it is back below."""
     device = connect_device()
     code, out, err = run(_args(device, benchmark_binary, tmp_path, tiny_tflite,
-                               "--max-temp-c", "31", "--min-reps", "3"), capsys)
+                               "--max-temp-c", "30.3", "--min-reps", "3", "--runs", "100"),
+                         capsys)
     assert code == 0, err
     assert err.count("cool down:") >= 2
     [m] = json.loads(out)["measurements"]
     assert len(m["repeats"]["medians_ms"]) == 3
-    assert dict(m["state_before"]["temps_c"])["BIG"] < 31
+    assert dict(m["state_before"]["temps_c"])["BIG"] < 30.3
 
 
 def test_a_phone_that_never_cools(connect_device, benchmark_binary, tiny_tflite, tmp_path,
