@@ -23,7 +23,7 @@ from mobilectl.core.manifest import (
     MANIFEST, AccuracyResult, ManifestEntry, Normalization, read_manifest, update_manifest,
 )
 from mobilectl.core.types import Layout
-from quant.labelled import Labelled, check_data, load_labelled, read_labels, split
+from quant.labelled import Labelled, Split, check_data, load_labelled, read_labels, split
 
 Progress = Callable[[str], None]
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
@@ -55,6 +55,17 @@ class DataSource:
             raise UserError(f"--val-split {self.val_split:g} is not allowed: a fraction "
                             "between 0 and 1 (e.g. 0.2)")
         return classes
+
+    def parts(self, *, resolution: int, normalization: Normalization) -> Split:
+        """Training and validation parts: ``val`` as validation (all of ``data`` trains),
+        else the seeded, stratified ``val_split`` of ``data`` (0.2 when unset)."""
+        names = read_labels(self.labels)
+        data = load_labelled(self.data, resolution=resolution, normalization=normalization,
+                             labels=names)
+        if self.val is None:
+            return split(data, val_split=self.val_split or 0.2, seed=self.seed)
+        return Split(data, load_labelled(self.val, resolution=resolution,
+                                         normalization=normalization, labels=names, flag="--val"))
 
     def evaluated(self, *, resolution: int, normalization: Normalization) -> Labelled:
         """The part that is evaluated, at the model's resolution and normalisation."""

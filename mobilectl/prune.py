@@ -26,10 +26,10 @@ from mobilectl.core.errors import UserError
 from mobilectl.core.files import write_atomic
 from mobilectl.core.manifest import DERIVATION_MEMBER, Derivation
 from mobilectl.core.tfenv import third_party_output
-from mobilectl.evaluate import top_k
+from mobilectl.evaluate import DataSource, top_k
 from models_keras.analysis import analyze_model
 from models_keras.training import recalibrate_batch_norm
-from quant.labelled import Labelled, Split, check_data, load_labelled, read_labels, split
+from quant.labelled import Labelled, Split
 from quant.pruning import DIVISOR, Method, Plan, apply, plan
 
 Progress = Callable[[str], None]
@@ -90,19 +90,6 @@ class PruneReport:
         return data
 
 
-def load_split(data: str, *, labels: str | None, val: str | None, val_split: float,
-               resolution: int, normalization: Any, seed: int) -> Split:
-    """Training and validation parts: ``--val`` as validation (all of ``data`` trains),
-    else a seeded, stratified ``val_split`` of ``data``."""
-    names = read_labels(labels)
-    whole = load_labelled(data, resolution=resolution, normalization=normalization, labels=names)
-    if val is None:
-        return split(whole, val_split=val_split, seed=seed)
-    held = load_labelled(val, resolution=resolution, normalization=normalization,
-                         labels=names, flag="--val")
-    return Split(whole, held)
-
-
 def _stage(model: Any, val: Labelled) -> Stage:
     with third_party_output():  # Keras's retracing warnings go to the log
         scores = np.asarray(model.predict(val.x, batch_size=64, verbose=0))
@@ -158,7 +145,9 @@ def prune(target: str, *, data: str, out: Path, options: PruneOptions,
           progress: Progress = lambda s: None) -> PruneReport:
     """Prune ``target`` (a registry model with its weights, or a .keras file), fine-tune
     it on ``data`` and write the narrower model to ``out`` (a .keras path)."""
-    classes = _check(out, options, data=data, labels=labels, val=val, val_split=val_split)
+    source_data = DataSource(data, labels=labels, val=val,
+                             val_split=None if val is not None else val_split, seed=options.seed)
+    classes = _check(out, options, source_data)
     progress(f"build {target}")
     source = build_or_load(target, knobs=knobs, weights=weights, seed=options.seed)
     model = source.model
@@ -169,8 +158,7 @@ def prune(target: str, *, data: str, out: Path, options: PruneOptions,
     chosen = plan(model, method=options.method, ratio=options.ratio, divisor=options.divisor)
     resolution = int(model.input.shape[1])
     progress(f"load {data} at {resolution}x{resolution}")
-    parts = load_split(data, labels=labels, val=val, val_split=val_split, resolution=resolution,
-                       normalization=source.normalization, seed=options.seed)
+    parts = source_data.parts(resolution=resolution, normalization=source.normalization)
     before = _stage(model, parts.val)
     thinner = apply(model, chosen)
     pruned = _stage(thinner, parts.val)
@@ -188,22 +176,14 @@ def prune(target: str, *, data: str, out: Path, options: PruneOptions,
     return report
 
 
-def _check(out: Path, options: PruneOptions, *, data: str, labels: str | None,
-           val: str | None, val_split: float) -> tuple[str, ...]:
+def _check(out: Path, options: PruneOptions, data: DataSource) -> tuple[str, ...]:
     """Every check that needs no model, before slow work; the data's classes."""
     options.validate()
     if out.suffix != ".keras":
         raise UserError(f"--out {out}: not allowed: a path ending in .keras")
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a .keras file path")
-    names = read_labels(labels)
-    classes = check_data(data, labels=names)
-    if val is not None and check_data(val, labels=names, flag="--val") != classes:
-        raise UserError(f"--val {val}: its classes are not those of --data {data}")
-    if val is None and not 0 < val_split < 1:
-        raise UserError(f"--val-split {val_split:g} is not allowed: a fraction between 0 "
-                        "and 1 (e.g. 0.2)")
-    return classes
+    return data.check()
 
 
 def _groups(chosen: Plan) -> tuple[dict[str, Any], ...]:
