@@ -30,12 +30,14 @@ from device_profiles.op_tables import NoOpTables, parse_op_tables
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
 from device_profiles.per_layer import Device, OpTimes, PerLayer, of_file
 from device_profiles.profile import Profile, Roofline, Transport, all_profiles, load_profile
+from device_profiles.sparse_lint import SparseLint, has_sparse_weights, lint
 from device_profiles.stats import RepeatPolicy, Repeated, interleave
 from mobilectl.core.cost import shape_from_text
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import sha256
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest
 from mobilectl.core.types import Format, Precision
+from quant.onnx_quant import host_arch
 
 Progress = Callable[[str], None]
 DELEGATE_FLAGS = {"cpu": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"],
@@ -176,10 +178,11 @@ def _settings(profile: Profile, options: ProfileOptions) -> tuple[int, int, int]
 
 def _measurement(artifact: Artifact, *, device: str, threads: int, delegate: str,
                  runs: Sequence[BackendRun], policy: RepeatPolicy, peak_gmacs: float | None,
-                 layers: tuple[PerLayer | None, str | None] = (None, None),
+                 arch: str, layers: tuple[PerLayer | None, str | None] = (None, None),
                  states: Sequence[tuple[DeviceState, DeviceState]] = ()) -> Measurement:
     """One artifact's repetitions on one device as one measurement, with the device's
-    state around them (``states``: before and after each repetition)."""
+    state around them (``states``: before and after each repetition) and, for a TFLite
+    file with sparse weights, whether XNNPACK would run them sparse on ``arch``."""
     run = BackendRun.combined(runs)
     flags = tuple(dict.fromkeys(f for before, after in states
                                 for f in state_flags(before, after)))
@@ -190,7 +193,14 @@ def _measurement(artifact: Artifact, *, device: str, threads: int, delegate: str
                        run.backend, threads, delegate, latency, run.init_ms, run.peak_memory_mb,
                        peak_gmacs, *layers, run.first_inference_ms, repeats,
                        states[0][0] if states else None, states[-1][1] if states else None,
-                       flags)
+                       flags, _sparse_lint(artifact, arch))
+
+
+def _sparse_lint(artifact: Artifact, arch: str) -> SparseLint | None:
+    if artifact.fmt != Format.TFLITE:
+        return None
+    data = artifact.path.read_bytes()
+    return lint(data, arch=arch) if has_sparse_weights(data) else None
 
 
 def settle(profile: Profile, read: Callable[[], DeviceState],
@@ -288,7 +298,7 @@ def _host_measurement(artifact: Artifact, i: int, count: int, *, runs: list[Back
         layers = _host_layers(artifact, threads=threads, runs=op_runs, warmup=warmup, roof=roof)
     return _measurement(artifact, device="host", threads=threads, delegate="cpu", runs=runs,
                         policy=options.repeat, peak_gmacs=roof.peak(artifact.precision),
-                        layers=layers, states=states)
+                        arch=host_arch(), layers=layers, states=states)
 
 
 def select_devices(client: AdbClient, profile: Profile,
@@ -407,7 +417,7 @@ def _run_on_device(client: AdbClient, device: AdbDevice, binary: Path, artifacts
     result.measurements = [_measurement(
         artifact, device=f"{profile.name}:{device.serial}", threads=bench.threads,
         delegate=options.delegate, runs=gathered[i], policy=options.repeat,
-        peak_gmacs=profile.roofline.peak(artifact.precision),
+        peak_gmacs=profile.roofline.peak(artifact.precision), arch=profile.arch,
         layers=layers.get(i, (None, None)), states=bench.states.get(i, ()))
         for i, artifact in enumerate(artifacts) if gathered[i]]
     return result

@@ -11,6 +11,7 @@ import numpy as np
 
 from device_profiles.device_state import DeviceState
 from device_profiles.per_layer import LayerError, PerLayer, against_float
+from device_profiles.sparse_lint import SparseLint
 from device_profiles.stats import Repeated
 
 NOISY_SPREAD = 0.5  # (p95 - p5) / median above this: the run is flagged noisy
@@ -118,6 +119,7 @@ class Measurement:
     state_before: DeviceState | None = None  # before the first repetition
     state_after: DeviceState | None = None  # after the last
     state_flags: tuple[str, ...] = ()  # why the runs may not compare (throttled, hotter)
+    sparse_lint: SparseLint | None = None  # TFLite with sparse weights: would XNNPACK use them
 
     @property
     def gmacs(self) -> float | None:
@@ -138,6 +140,7 @@ class Measurement:
         data["gmacs"] = self.gmacs
         data["roofline_fraction"] = self.roofline_fraction
         data["per_layer"] = self.per_layer.as_dict() if self.per_layer else None
+        data["sparse_lint"] = self.sparse_lint.as_dict() if self.sparse_lint else None
         if self.repeats:
             data["repeats"]["ci_pct"] = self.repeats.ci_pct
         return data

@@ -13,6 +13,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from mobilectl.core.cost import LayerCost, ModelCost, Shape, Step, peak_live_elems, prod
 from mobilectl.core.errors import UserError
 from device_profiles.inspect import tflite_runtime
@@ -25,8 +27,9 @@ DTYPE_BITS = {"float32": 32, "float16": 16, "int32": 32, "uint8": 8, "int64": 64
               "int16": 16, "int8": 8, "float64": 64, "int4": 4}
 
 
-class _Graph:
-    """The first subgraph of a flatbuffer, as shapes, constants and ops."""
+class FlatGraph:
+    """The first subgraph of a flatbuffer, as shapes, constants and ops (also read by
+    :mod:`device_profiles.sparse_lint`)."""
 
     def __init__(self, data: bytes) -> None:
         from ai_edge_litert import schema_py_generated as schema  # heavy: generated schema
@@ -35,6 +38,7 @@ class _Graph:
         graph = model.Subgraphs(0)
         names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
         self.schema = schema
+        self.model = model
         self.tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
         self.shapes: list[Shape] = [tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength()
                                     else () for t in self.tensors]
@@ -47,6 +51,19 @@ class _Graph:
         self.kinds = [names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "CUSTOM")
                       if c.CustomCode() is None else c.CustomCode().decode()
                       for c in (codes[op.OpcodeIndex()] for op in self.ops)]
+
+    def values(self, index: int) -> np.ndarray | None:
+        """The stored values of constant tensor ``index`` (flat; for a sparse tensor,
+        only the values its encoding keeps), or None for a tensor computed at run time."""
+        dtype = DTYPES.get(self.tensors[index].Type())
+        data = self.model.Buffers(self.tensors[index].Buffer()).DataAsNumpy()
+        if dtype is None or dtype == "int4" or isinstance(data, int):
+            return None
+        return np.frombuffer(data.tobytes(), dtype=dtype)
+
+    def writer(self) -> dict[int, int]:
+        """Tensor index -> the index of the op that writes it."""
+        return {t: i for i, op in enumerate(self.ops) for t in self.writes(op)}
 
     def reads(self, op) -> list[int]:
         return [int(i) for i in op.InputsAsNumpy() if i >= 0] if op.InputsLength() else []
@@ -61,39 +78,39 @@ class _Graph:
         return options.FilterWidth() * options.FilterHeight()
 
 
-Rule = Callable[[_Graph, object, list[Shape], Shape], int]
+Rule = Callable[[FlatGraph, object, list[Shape], Shape], int]
 
 
-def _conv(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _conv(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     _, kh, kw, cin = ins[1]  # filter [O, H, W, I/groups]
     return prod(out) * kh * kw * cin
 
 
-def _depthwise(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _depthwise(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     return prod(out) * ins[1][1] * ins[1][2]  # filter [1, H, W, O]
 
 
-def _inner(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _inner(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     return prod(out) * ins[0][-1]  # fully connected / batch matmul: K per output
 
 
-def _per_output(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _per_output(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     return prod(out)
 
 
-def _merge(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _merge(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     return prod(out) * max(1, len(ins) - 1)
 
 
-def _pool(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _pool(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     return prod(out) * g.pool_area(op)
 
 
-def _reduce(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _reduce(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     return prod(ins[0])
 
 
-def _free(g: _Graph, op, ins: list[Shape], out: Shape) -> int:
+def _free(g: FlatGraph, op, ins: list[Shape], out: Shape) -> int:
     return 0
 
 
@@ -134,7 +151,7 @@ def analyze(data: bytes, *, name: str) -> ModelCost:
         UserError: the flatbuffer is truncated or inconsistent.
     """
     try:
-        graph = _Graph(data)
+        graph = FlatGraph(data)
         rows = [_op_cost(graph, op, kind) for op, kind in zip(graph.ops, graph.kinds)]
     except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
         raise UserError(f"{name}: the .tflite flatbuffer is truncated or corrupt "
@@ -151,7 +168,7 @@ def analyze(data: bytes, *, name: str) -> ModelCost:
                      input_shape=graph.shapes[graph.inputs[0]][1:] if graph.inputs else ())
 
 
-def _op_cost(graph: _Graph, op, kind: str) -> LayerCost:
+def _op_cost(graph: FlatGraph, op, kind: str) -> LayerCost:
     reads, writes = graph.reads(op), graph.writes(op)
     ins = [graph.shapes[i] for i in reads]
     out = graph.shapes[writes[0]] if writes else ()
@@ -167,7 +184,7 @@ def _op_cost(graph: _Graph, op, kind: str) -> LayerCost:
         output_elems=sum(prod(graph.shapes[i]) for i in writes), known=kind in RULES)
 
 
-def _peak(graph: _Graph) -> int:
+def _peak(graph: FlatGraph) -> int:
     steps = [Step(tuple(graph.reads(op)), tuple(graph.writes(op))) for op in graph.ops]
     sizes = {i: prod(shape) for i, shape in enumerate(graph.shapes) if not graph.constant[i]}
     for i in graph.inputs:  # the input lives until its last reader, like Keras' InputLayer
@@ -179,7 +196,7 @@ def _peak(graph: _Graph) -> int:
 def file_ops(data: bytes) -> list[FileOp]:
     """The ops of the first subgraph in execution order, with the tensor names they read
     and write (an op's own name is its first output's)."""
-    graph = _Graph(data)
+    graph = FlatGraph(data)
     names = [t.Name().decode() for t in graph.tensors]
     return [FileOp(i, kind, names[graph.writes(op)[0]] if graph.writes(op) else kind,
                    tuple(names[t] for t in graph.reads(op)),

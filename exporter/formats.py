@@ -16,7 +16,7 @@ FORMATS: dict[Format, ExportFormat] = {row.name: row for row in (tflite.FORMAT, 
 _OPTION_FLAGS = {"io_type": ("--io", IoType.FLOAT), "layout": ("--layout", Layout.NCHW),
                  "calib_method": ("--calib-method", CalibrationMethod.MINMAX),
                  "quant_format": ("--quant-format", QuantFormat.QDQ),
-                 "symmetric": ("--symmetric", False)}
+                 "symmetric": ("--symmetric", False), "sparse": ("--sparse", False)}
 
 
 def get(fmt: Format) -> ExportFormat:

@@ -72,6 +72,7 @@ class ExportOptions:
     quant_format: QuantFormat | None = None  # int8 ONNX; None = the target's choice
     symmetric: bool | None = None  # int8 ONNX activations; None = the target's choice
     fuse_hard_activations: bool | None = None  # ONNX HardSwish; None = the target's choice
+    sparse: bool = False  # TFLite: zero-heavy weights in the sparse tensor encoding (DENSIFY)
 
     def __post_init__(self) -> None:
         """Plain values (``"int8"``) from library callers become their enum members; a
@@ -105,6 +106,9 @@ class ExportOptions:
                             "have integer inputs)")
         if self.keep_float and self.precision != Precision.INT8:
             raise UserError("--keep-float needs --int8 (it leaves named layers in float)")
+        if self.sparse and self.precision != Precision.FP32:
+            raise UserError(f"--sparse works with fp32 only, not {self.precision}: XNNPACK's "
+                            "sparse kernels are float, and LiteRT fails to load sparse int8 weights")
         if self.keep_float and self.io_type == IoType.UINT8:
             raise UserError("--keep-float works with --io float or int8, not uint8")
         if not 1 <= self.calib_samples <= MAX_CALIB_SAMPLES:

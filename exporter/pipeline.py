@@ -284,7 +284,7 @@ def manifest_entry(candidate: Candidate, source: SourceModel, calib: Calibration
         calibration=calib.describe() if candidate.precision == Precision.INT8 else None,
         verification=check.result(int(len(calib.held_out))), tools=tool_versions(),
         quantization=row.recipe(options), mobile=row.mobile(candidate.data),
-        derivation=source.derivation)
+        derivation=source.derivation, sparse=options.sparse and "sparse" in row.accepts)
 
 
 def write(out: Path, written: list[tuple[Candidate, ManifestEntry]]) -> None:

@@ -32,10 +32,11 @@ class FlexOpsError(UserError):
 
 def convert(model: Any, *, precision: Precision = Precision.FP32,
             calibration: np.ndarray | None = None, io_type: IoType = IoType.FLOAT,
-            keep_float: Sequence[str] = ()) -> bytes:
-    """Convert a Keras model to a .tflite flatbuffer (builtin ops only)."""
-    converter = tflite_quant.make_converter(model, precision=precision,
-                                            calibration=calibration, io_type=io_type)
+            keep_float: Sequence[str] = (), sparse: bool = False) -> bytes:
+    """Convert a Keras model to a .tflite flatbuffer (builtin ops only; ``sparse``:
+    zero-heavy weights in TFLite's sparse tensor encoding, behind DENSIFY ops)."""
+    converter = tflite_quant.make_converter(model, precision=precision, calibration=calibration,
+                                            io_type=io_type, sparse=sparse)
     try:
         with third_party_output():
             if keep_float:
@@ -60,9 +61,10 @@ def _conversion_error(name: str, message: str) -> UserError:
 
 def _convert_artifact(model: Any, *, options: ExportOptions, calibration: np.ndarray,
                       metadata: dict[str, Any], progress: Progress) -> bytes:
-    progress(f"convert {model.name} to TFLite {options.precision}")
+    sparse = " (sparse weights)" if options.sparse else ""
+    progress(f"convert {model.name} to TFLite {options.precision}{sparse}")
     data = convert(model, precision=options.precision, calibration=calibration,
-                   io_type=options.io_type, keep_float=options.keep_float)
+                   io_type=options.io_type, keep_float=options.keep_float, sparse=options.sparse)
     return embed_metadata(data, metadata)
 
 
@@ -156,5 +158,5 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
 
 
 FORMAT = ExportFormat(name=Format.TFLITE, title="TFLite",
-                      accepts=frozenset({"io_type", "keep_float"}), convert=_convert_artifact,
+                      accepts=frozenset({"io_type", "keep_float", "sparse"}), convert=_convert_artifact,
                       run=run, io_details=io_details, recipe=recipe)

@@ -20,7 +20,7 @@ from rich.console import Console
 from mobilectl.core.errors import UserError, VerificationFailed
 from mobilectl.core.tfenv import import_quietly, log_path, log_size
 from mobilectl.core.types import (
-    Activations, CalibrationMethod, Format, IoType, Layout, Precision, QuantFormat, parse,
+    DEFAULT_VAL_SPLIT, Activations, CalibrationMethod, Format, IoType, Layout, Precision, QuantFormat, parse,
 )
 from mobilectl.core.version import __version__
 from mobilectl.modelfile import check_file, is_model_file, parse_shape
@@ -255,6 +255,9 @@ def export_cmd(
     layout: Annotated[str, typer.Option("--layout", help="ONNX input layout: nchw, nhwc.")] = "nchw",
     keep_float: Annotated[Optional[list[str]], typer.Option("--keep-float", metavar="LAYER",
                           help="Leave this layer in float (repeatable).")] = None,
+    sparse: Annotated[bool, typer.Option("--sparse", metavar="", help="TFLite: weights that "
+                      "are mostly zero (mobilectl prune --method magnitude) in the sparse "
+                      "encoding; says whether XNNPACK would run them sparse on --device.")] = False,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Labels file, one per line.")] = None,
     out_dir: Annotated[str, typer.Option("--out", help="Output folder.")] = "artifacts",
     min_cosine: Annotated[float, typer.Option(help="Quantized: minimum cosine.")] = 0.98,
@@ -281,7 +284,7 @@ def export_cmd(
         calib_method=parse(CalibrationMethod, calib_method, flag="--calib-method"),
         quant_format=None if quant_format is None else parse(QuantFormat, quant_format,
                                                              flag="--quant-format"),
-        symmetric=symmetric, fuse_hard_activations=fuse_hard_swish,
+        symmetric=symmetric, fuse_hard_activations=fuse_hard_swish, sparse=sparse,
         thresholds=Thresholds(max_abs_error=max_abs_error, max_abs_error_fp16=max_abs_error_fp16,
                               min_cosine=min_cosine, min_sqnr_db=min_sqnr, min_top1=min_top1))
     format_table.check(options)
@@ -300,12 +303,25 @@ def export_cmd(
             raise typer.Exit(1) from None
     for note in result.warnings:
         err.print(f"warning: {note}", markup=False, highlight=False)
+    lints = _sparse_lints(result, arch=options.target) if sparse else {}
+    for path, found in lints.items():
+        _note(f"{path}: {found.line()}")
     if as_json:
-        _print_json({"out": str(result.out), "artifacts": [e.to_dict() for e in result.entries]})
+        _print_json({"out": str(result.out), "artifacts": [
+            {**e.to_dict(), **({"sparse_lint": lints[e.path].as_dict()} if e.path in lints else {})}
+            for e in result.entries]})
     else:
         out.print(export_table(result.entries, str(result.out), width=out.width))
     _note(f"wrote {len(result.entries)} artifact(s) and manifest.json to {result.out}; next: "
           f"mobilectl profile {result.out / 'manifest.json'}")
+
+
+def _sparse_lints(result: Any, *, arch: str) -> dict[str, Any]:
+    """The XNNPACK sparse-inference lint of every sparse TFLite artifact, by file name."""
+    from device_profiles.sparse_lint import lint  # lazy: reads flatbuffers
+
+    return {e.path: lint((result.out / e.path).read_bytes(), arch=arch)
+            for e in result.entries if e.sparse}
 
 
 @app.command("quant-report")
@@ -417,6 +433,9 @@ def profile_cmd(
                 out.print(per_layer_table(measurement, width=out.width))
         out.print(f"report: {result.summary['report']}"
                   + (f", {result.summary['html']}" if result.summary.get("html") else ""))
+    for measurement in result.summary["measurements"]:
+        if measurement.get("sparse_lint"):
+            _note(f"{measurement['artifact']}: {measurement['sparse_lint']['line']}")
     for note in result.warnings:
         err.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
     if result.failures:
@@ -531,10 +550,13 @@ def prune_cmd(
                       help="Registry name (with --weights) or a .keras file.")],
     data: Annotated[str, typer.Option("--data", help="A folder with one sub-folder per class, "
                     "or a .npz with x and y arrays.")],
-    method: Annotated[str, typer.Option("--method", help="Filter ranking: l1 (weight norm) or "
-                      "fpgm (distance to the geometric median).")] = "l1",
-    ratio: Annotated[float, typer.Option("--ratio", help="Share of each layer's filters "
-                     "removed, between 0 and 1.")] = 0.5,
+    method: Annotated[str, typer.Option("--method", help="l1 or fpgm: remove whole filters "
+                      "(ranked by weight norm or distance to the geometric median); magnitude: "
+                      "zero single weights (sparse, same shape).")] = "l1",
+    ratio: Annotated[Optional[float], typer.Option("--ratio", help="l1, fpgm: share of each "
+                     "layer's filters removed, between 0 and 1 (default 0.5).")] = None,
+    sparsity: Annotated[Optional[float], typer.Option("--sparsity", help="magnitude: share "
+                        "of each kernel's weights set to zero, between 0 and 1.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")] = 3,
     lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate (Adam).")] = 1e-3,
     divisor: Annotated[int, typer.Option("--divisor", help="Kept filters rounded up to a "
@@ -547,7 +569,7 @@ def prune_cmd(
                       "in the model's output order.")] = None,
     val: Annotated[Optional[str], typer.Option("--val", help="A separate validation set.")] = None,
     val_split: Annotated[float, typer.Option("--val-split", metavar="FRACTION",
-                         help="Seeded, stratified validation share of --data.")] = 0.2,
+                         help="Seeded, stratified validation share of --data.")] = DEFAULT_VAL_SPLIT,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out_file: Annotated[str, typer.Option("--out", help="The pruned .keras file.")] = "pruned.keras",
     as_json: JsonOpt = False,
@@ -558,7 +580,7 @@ def prune_cmd(
     from quant.pruning import Method
 
     options = PruneOptions(parse(Method, method, flag="--method"), ratio, epochs, lr,
-                           divisor=divisor, seed=seed)
+                           divisor=divisor, seed=seed, sparsity=sparsity)
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
                    num_classes=num_classes, **_extra_knobs(knob))
     with stage_progress(err, f"prune {target}") as progress:
@@ -569,7 +591,8 @@ def prune_cmd(
         _print_json(report.as_dict())
         return
     out.print(prune_table(report.as_dict(), width=out.width))
-    _note(f"wrote {out_file}; next: mobilectl export {out_file} --int8")
+    _note(f"wrote {out_file}; next: mobilectl export {out_file} "
+          + ("--int8" if options.method.structured else "--format tflite --sparse"))
 
 
 @app.command("devices")

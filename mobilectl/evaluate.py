@@ -22,8 +22,10 @@ from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import (
     MANIFEST, AccuracyResult, ManifestEntry, Normalization, read_manifest, update_manifest,
 )
-from mobilectl.core.types import Layout
-from quant.labelled import Labelled, Split, check_data, load_labelled, read_labels, split
+from mobilectl.core.types import DEFAULT_VAL_SPLIT, Layout
+from quant.labelled import (
+    Labelled, Split, check_data, load_labelled, read_labels, split,
+)
 
 Progress = Callable[[str], None]
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
@@ -58,12 +60,12 @@ class DataSource:
 
     def parts(self, *, resolution: int, normalization: Normalization) -> Split:
         """Training and validation parts: ``val`` as validation (all of ``data`` trains),
-        else the seeded, stratified ``val_split`` of ``data`` (0.2 when unset)."""
+        else the seeded, stratified ``val_split`` of ``data`` (its default when unset)."""
         names = read_labels(self.labels)
         data = load_labelled(self.data, resolution=resolution, normalization=normalization,
                              labels=names)
         if self.val is None:
-            return split(data, val_split=self.val_split or 0.2, seed=self.seed)
+            return split(data, val_split=self.val_split or DEFAULT_VAL_SPLIT, seed=self.seed)
         return Split(data, load_labelled(self.val, resolution=resolution,
                                          normalization=normalization, labels=names, flag="--val"))
 

@@ -1,9 +1,11 @@
-"""``mobilectl prune``: structured filter pruning with fine-tuning, measured.
+"""``mobilectl prune``: filter or weight pruning with fine-tuning, measured.
 
-The model's filters are ranked and removed (:mod:`quant.pruning`), the narrower model
-is fine-tuned on the training part of the labelled data, and the report gives MACs,
-params and top-1 on the validation part before pruning, right after it and after
-fine-tuning. The result is a normal ``.keras`` file with the same layer names, written
+Either the model's filters are ranked and removed (``l1``, ``fpgm``:
+:mod:`quant.pruning`), giving a narrower model, or each kernel's smallest weights are
+zeroed and held at zero by a mask (``magnitude``: :mod:`quant.sparsity`), giving a
+sparse model of the same shape. The result is fine-tuned on the training part of the
+labelled data, and the report gives MACs, params, nonzero weights and top-1 on the
+validation part before pruning, right after it and after fine-tuning. The result is a normal ``.keras`` file with the same layer names, written
 deterministically (no save date), that exports, verifies and profiles like any other.
 """
 
@@ -26,37 +28,67 @@ from mobilectl.core.errors import UserError
 from mobilectl.core.files import write_atomic
 from mobilectl.core.manifest import DERIVATION_MEMBER, Derivation
 from mobilectl.core.tfenv import third_party_output
+from mobilectl.core.types import DEFAULT_VAL_SPLIT
 from mobilectl.evaluate import DataSource, top_k
 from models_keras.analysis import analyze_model
 from models_keras.training import recalibrate_batch_norm
 from quant.labelled import Labelled, Split
-from quant.pruning import DIVISOR, Method, Plan, apply, plan
+from quant.pruning import DIVISOR, Method, apply, plan
+from quant.sparsity import Mask, apply_masks, magnitude_masks, mask_keeper
 
 Progress = Callable[[str], None]
 
 
+#: The filter share removed when ``--ratio`` is not given (l1, fpgm).
+DEFAULT_RATIO = 0.5
+
+
 @dataclass(frozen=True)
 class PruneOptions:
-    """How to prune and fine-tune (``ratio``: the share of each group's filters removed)."""
+    """How to prune and fine-tune. ``ratio``: the share of each group's filters removed
+    (l1, fpgm; :data:`DEFAULT_RATIO` when None); ``sparsity``: the share of each
+    kernel's weights zeroed (magnitude, required there)."""
 
     method: Method = Method.L1
-    ratio: float = 0.5
+    ratio: float | None = None
     epochs: int = 3
     learning_rate: float = 1e-3
     batch_size: int = 64
     divisor: int = DIVISOR
     seed: int = 0
+    sparsity: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method.structured and self.ratio is None:
+            object.__setattr__(self, "ratio", DEFAULT_RATIO)
 
     def validate(self) -> None:
-        if not 0 < self.ratio < 1:
-            raise UserError(f"--ratio {self.ratio:g} is not allowed: a fraction of filters "
-                            "between 0 and 1 (e.g. 0.5)")
+        self._validate_share()
         if self.epochs < 0:
             raise UserError(f"--epochs {self.epochs} is not allowed: 0 or more")
         if not 0 < self.learning_rate < 1:
             raise UserError(f"--lr {self.learning_rate:g} is not allowed: between 0 and 1")
         if self.divisor < 1:
             raise UserError(f"--divisor {self.divisor} is not allowed: 1 or more")
+
+    def _validate_share(self) -> None:
+        """``--ratio`` goes with filter pruning, ``--sparsity`` with magnitude."""
+        if not self.method.structured:
+            if self.ratio is not None:
+                raise UserError(f"--ratio applies to --method l1 or fpgm; --method "
+                                f"{self.method} zeroes weights: give --sparsity")
+            if self.sparsity is None:
+                raise UserError("--method magnitude needs --sparsity: the share of each "
+                                "kernel's weights set to zero, between 0 and 1 (e.g. 0.75)")
+            if not 0 < self.sparsity < 1:
+                raise UserError(f"--sparsity {self.sparsity:g} is not allowed: a share of "
+                                "weights between 0 and 1 (e.g. 0.75)")
+        elif self.sparsity is not None:
+            raise UserError(f"--sparsity applies to --method magnitude; --method "
+                            f"{self.method} removes filters: give --ratio")
+        elif not 0 < self.ratio < 1:
+            raise UserError(f"--ratio {self.ratio:g} is not allowed: a fraction of filters "
+                            "between 0 and 1 (e.g. 0.5)")
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,7 @@ class Stage:
 
     macs: int
     params: int
+    nonzero: int  # weights that are not zero (all of them but for magnitude pruning)
     top1: float
     top5: float | None
 
@@ -94,13 +127,16 @@ def _stage(model: Any, val: Labelled) -> Stage:
     with third_party_output():  # Keras's retracing warnings go to the log
         scores = np.asarray(model.predict(val.x, batch_size=64, verbose=0))
     five = top_k(scores, val.y, 5) if len(val.classes) > 5 else None
-    return Stage(int(analyze_model(model).macs), int(model.count_params()),
+    nonzero = sum(int(np.count_nonzero(np.asarray(w))) for w in model.get_weights())
+    return Stage(int(analyze_model(model).macs), int(model.count_params()), nonzero,
                  top_k(scores, val.y, 1), five)
 
 
-def fine_tune(model: Any, train: Labelled, options: PruneOptions) -> None:
-    """A few epochs of Adam on the training part, then batch-norm statistics
-    recomputed on it (a short run leaves momentum-averaged statistics unsettled)."""
+def fine_tune(model: Any, train: Labelled, options: PruneOptions,
+              masks: tuple[Mask, ...] = ()) -> None:
+    """A few epochs of Adam on the training part (``masks`` re-applied after every
+    step), then batch-norm statistics recomputed on it (a short run leaves
+    momentum-averaged statistics unsettled)."""
     import keras  # heavy: only when fine-tuning
     import tensorflow as tf  # heavy: as above
 
@@ -110,7 +146,7 @@ def fine_tune(model: Any, train: Labelled, options: PruneOptions) -> None:
                   loss="sparse_categorical_crossentropy")
     with third_party_output():
         model.fit(train.x, train.y, epochs=options.epochs, batch_size=options.batch_size,
-                  shuffle=True, verbose=0)
+                  shuffle=True, verbose=0, callbacks=[mask_keeper(masks)] if masks else None)
     recalibrate_batch_norm(model, train.x)
 
 
@@ -141,10 +177,11 @@ def save_keras(model: Any, path: Path, made: Derivation) -> None:
 
 def prune(target: str, *, data: str, out: Path, options: PruneOptions,
           knobs: dict[str, Any] | None = None, weights: str | None = None,
-          labels: str | None = None, val: str | None = None, val_split: float = 0.2,
+          labels: str | None = None, val: str | None = None,
+          val_split: float = DEFAULT_VAL_SPLIT,
           progress: Progress = lambda s: None) -> PruneReport:
     """Prune ``target`` (a registry model with its weights, or a .keras file), fine-tune
-    it on ``data`` and write the narrower model to ``out`` (a .keras path)."""
+    it on ``data`` and write the pruned model to ``out`` (a .keras path)."""
     source_data = DataSource(data, labels=labels, val=val,
                              val_split=None if val is not None else val_split, seed=options.seed)
     classes = _check(out, options, source_data)
@@ -154,26 +191,63 @@ def prune(target: str, *, data: str, out: Path, options: PruneOptions,
     if model.output.shape[-1] != len(classes):
         raise UserError(f"--data {data}: {len(classes)} classes, but the model has "
                         f"{model.output.shape[-1]} outputs; the data's classes must be the model's")
-    progress(f"rank filters ({options.method}) and remove {options.ratio:.0%} of each layer's")
-    chosen = plan(model, method=options.method, ratio=options.ratio, divisor=options.divisor)
+    chosen = _CHOOSERS[options.method](model, options, progress)
     resolution = int(model.input.shape[1])
     progress(f"load {data} at {resolution}x{resolution}")
     parts = source_data.parts(resolution=resolution, normalization=source.normalization)
     before = _stage(model, parts.val)
-    thinner = apply(model, chosen)
-    pruned = _stage(thinner, parts.val)
+    result = chosen.apply(model)
+    pruned = _stage(result, parts.val)
     if options.epochs:
         progress(f"fine-tune {options.epochs} epoch(s) on {len(parts.train.y)} samples")
-        fine_tune(thinner, parts.train, options)
+        fine_tune(result, parts.train, options, chosen.masks)
     report = PruneReport(source.name, str(out), options, data, parts.val.sha256,
                          len(parts.train.y), len(parts.val.y), before, pruned,
-                         _stage(thinner, parts.val), _groups(chosen), dict(chosen.left_whole))
+                         _stage(result, parts.val), chosen.groups, chosen.left_whole)
     progress(f"write {out}")
     made = Derivation(source.origin if source.origin != "registry" else source.name,
                       str(options.method), options.ratio, options.epochs,
-                      _data_sha256(parts), source.normalization)
-    save_keras(thinner, out, made)
+                      _data_sha256(parts), source.normalization, options.sparsity)
+    save_keras(result, out, made)
     return report
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What goes, chosen from the weights before any data is loaded (so a model with
+    nothing to prune fails fast); ``apply`` makes the pruned model."""
+
+    apply: Callable[[Any], Any]
+    groups: tuple[dict[str, Any], ...]
+    left_whole: dict[str, str]
+    masks: tuple[Mask, ...] = ()
+
+
+def _filters(model: Any, options: PruneOptions, progress: Progress) -> _Choice:
+    """Structured: the lowest-ranked filters of every group removed."""
+    progress(f"rank filters ({options.method}) and remove {options.ratio:.0%} of each layer's")
+    chosen = plan(model, method=options.method, ratio=options.ratio, divisor=options.divisor)
+    groups = tuple({"layers": list(g.producers), "channels": g.channels, "kept": len(g.kept)}
+                   for g in chosen.groups)
+    return _Choice(lambda m: apply(m, chosen), groups, dict(chosen.left_whole))
+
+
+def _weights(model: Any, options: PruneOptions, progress: Progress) -> _Choice:
+    """Unstructured: the smallest weights of every kernel zeroed, in place."""
+    progress(f"zero the {options.sparsity:.0%} smallest weights of each kernel")
+    masks = magnitude_masks(model, sparsity=options.sparsity)
+
+    def zeroed(m: Any) -> Any:
+        apply_masks(m, masks)
+        return m
+
+    groups = tuple({"layers": [m.layer], "weights": int(m.keep.size),
+                    "kept": int(m.keep.size) - m.zeros} for m in masks)
+    return _Choice(zeroed, groups, {}, masks)
+
+
+_CHOOSERS: dict[Method, Callable[[Any, PruneOptions, Progress], _Choice]] = {
+    Method.L1: _filters, Method.FPGM: _filters, Method.MAGNITUDE: _weights}
 
 
 def _check(out: Path, options: PruneOptions, data: DataSource) -> tuple[str, ...]:
@@ -184,8 +258,3 @@ def _check(out: Path, options: PruneOptions, data: DataSource) -> tuple[str, ...
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a .keras file path")
     return data.check()
-
-
-def _groups(chosen: Plan) -> tuple[dict[str, Any], ...]:
-    return tuple({"layers": list(g.producers), "channels": g.channels, "kept": len(g.kept)}
-                 for g in chosen.groups)

@@ -312,18 +312,26 @@ def prune_table(report: dict[str, Any], *, width: int) -> Table:
     """``mobilectl prune``: cost and accuracy before, right after pruning, after
     fine-tuning; the caption says how many layers were pruned and which stayed whole."""
     columns = (Column("model"), Column("MACs", right=True), Column("params", right=True),
-               Column("top-1", right=True), Column("top-5", right=True, drop=1))
-    body = [[label, millions(s["macs"], 1), millions(s["params"], 2),
+               Column("nonzero", right=True, drop=2), Column("top-1", right=True),
+               Column("top-5", right=True, drop=1))
+    body = [[label, millions(s["macs"], 1), millions(s["params"], 2), millions(s["nonzero"], 2),
              _share(s["top1"]), _share(s["top5"])]
             for label, s in (("before", report["before"]), ("pruned", report["pruned"]),
                              (f"fine-tuned ({report['options']['epochs']} ep)", report["after"]))]
-    whole = report["left_whole"]
-    caption = (f"{report['options']['method']}, ratio {report['options']['ratio']:g}: "
+    return fitted(f"mobilectl prune: {report['model']}", columns, body, width=width,
+                  caption=_prune_caption(report))
+
+
+def _prune_caption(report: dict[str, Any]) -> str:
+    options, whole = report["options"], report["left_whole"]
+    if options["sparsity"] is not None:
+        return (f"{options['method']}, sparsity {options['sparsity']:g}: {len(report['groups'])} "
+                f"kernel(s) pruned; validation {report['val_samples']} samples")
+    caption = (f"{options['method']}, ratio {options['ratio']:g}: "
                f"{len(report['groups'])} group(s) pruned, {len(whole)} layer(s) left whole; "
                f"validation {report['val_samples']} samples")
     shown = list(whole.items())[:3]
     caption += "".join(f"\n{name}: left whole because {why}" for name, why in shown)
     if len(whole) > len(shown):
         caption += f"\n... and {len(whole) - len(shown)} more (--json lists them)"
-    return fitted(f"mobilectl prune: {report['model']}", columns, body, width=width,
-                  caption=caption)
+    return caption

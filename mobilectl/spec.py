@@ -42,6 +42,7 @@ from exporter import formats as format_table
 from exporter.options import ExportOptions, Thresholds
 from mobilectl.core.errors import UserError, nearest
 from mobilectl.core.files import is_safe_name
+from quant.labelled import read_labels
 from device_profiles.profile import load_profile
 from mobilectl.core.types import (
     Activations, CalibrationMethod, Format, IoType, Layout, Precision, QuantFormat, values,
@@ -50,7 +51,8 @@ from mobilectl.core.types import (
 ARTIFACT_KEYS = {"name", "model", "keras", "knobs", "weights", "formats", "precisions",
                  "calib", "calib_samples", "io", "layout", "keep_float", "labels",
                  "thresholds", "budgets", "output", "seed", "target", "activations",
-                 "calib_method", "quant_format", "symmetric", "fuse_hard_swish", "eval"}
+                 "calib_method", "quant_format", "symmetric", "fuse_hard_swish", "sparse",
+                 "eval"}
 DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "output", "labels",
                                 "eval"}
 EVAL_KEYS = {"data", "val", "val_split", "min_top1", "max_top1_drop"}
@@ -224,7 +226,8 @@ def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> Expo
         io_type=_each([get("io", str, "float")], IoType, src, f"{prefix}io")[0],
         layout=_each([get("layout", str, "nchw")], Layout, src, f"{prefix}layout")[0],
         keep_float=tuple(get("keep_float", list, [])),
-        labels=_labels(_path(base, labels, src, f"{prefix}labels")) if labels else (),
+        labels=read_labels(str(_path(base, labels, src, f"{prefix}labels")),
+                           flag=f"{src}: key '{prefix}labels'") if labels else (),
         thresholds=_thresholds(get("thresholds", dict, {}), src, f"{prefix}thresholds."),
         output=output, seed=get("seed", int, 0), target=_target(get("target", str), src, prefix),
         activations=_optional(get("activations", str), Activations, src, f"{prefix}activations"),
@@ -233,7 +236,7 @@ def _options(get: Callable[..., Any], base: Path, src: str, prefix: str) -> Expo
         quant_format=_optional(get("quant_format", str), QuantFormat, src,
                                f"{prefix}quant_format"),
         symmetric=get("symmetric", bool),
-        fuse_hard_activations=get("fuse_hard_swish", bool))
+        fuse_hard_activations=get("fuse_hard_swish", bool), sparse=get("sparse", bool, False))
 
 
 def _target(device: str | None, src: str, prefix: str) -> str:
@@ -258,7 +261,8 @@ FLAG_KEYS = (("--max-abs-error-fp16", "thresholds.max_abs_error_fp16"),
              ("--keep-float", "keep_float"), ("--layout", "layout"), ("--format", "formats"),
              ("--seed", "seed"), ("--io", "io"), ("--int8", "precisions int8"),
              ("--calib-method", "calib_method"), ("--activations", "activations"),
-             ("--quant-format", "quant_format"), ("--symmetric", "symmetric"))
+             ("--quant-format", "quant_format"), ("--symmetric", "symmetric"),
+             ("--sparse", "sparse"))
 
 
 def _checked(options: ExportOptions, src: str, name: str) -> None:
@@ -269,10 +273,6 @@ def _checked(options: ExportOptions, src: str, name: str) -> None:
         for flag, key in FLAG_KEYS:
             text = text.replace(flag, key)
         raise UserError(f"{src}: artifact '{name}' ({options.precision}): {text}") from None
-
-
-def _labels(path: Path) -> tuple[str, ...]:
-    return tuple(x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip())
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

@@ -47,10 +47,17 @@ DIVISOR = 8
 
 
 class Method(StrEnum):
-    """How filters are ranked."""
+    """How weights are chosen for removal: whole filters ranked by their L1 norm or by
+    FPGM (this module), or single weights by magnitude (:mod:`quant.sparsity`)."""
 
     L1 = "l1"
     FPGM = "fpgm"
+    MAGNITUDE = "magnitude"
+
+    @property
+    def structured(self) -> bool:
+        """Whether whole filters go (the model gets narrower)."""
+        return self != Method.MAGNITUDE
 
 
 @dataclass
@@ -195,6 +202,8 @@ def plan(model: Any, *, method: Method, ratio: float | Mapping[str, float],
     """Which filters to keep: ``ratio`` of each group's filters removed (a mapping gives
     a ratio per producing layer; a group takes the largest of its layers'), ranked
     over the group's producers together."""
+    if not method.structured:
+        raise ValueError(f"plan ranks filters; {method} pruning is quant.sparsity's")
     graph = _Graph(model)
     weights = {layer.name: layer for layer in model.layers}
     groups, whole = [], {}

@@ -30,9 +30,10 @@ def _batch_one(model: Any) -> Any:
 
 
 def make_converter(model: Any, *, precision: Precision, calibration: np.ndarray | None = None,
-                   io_type: IoType = IoType.FLOAT) -> Any:
+                   io_type: IoType = IoType.FLOAT, sparse: bool = False) -> Any:
     """A ``tf.lite.TFLiteConverter`` configured for ``precision`` (batch-1 signature,
-    builtin ops only)."""
+    builtin ops only; ``sparse``: the converter's sparse tensor encoding of weights
+    that are mostly zero, decoded by DENSIFY ops in float models)."""
     import tensorflow as tf  # heavy: only when a model is converted
 
     model = for_tflite(model, int8=precision == Precision.INT8)  # ops XNNPACK runs
@@ -41,6 +42,8 @@ def make_converter(model: Any, *, precision: Precision, calibration: np.ndarray 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision != Precision.FP32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if sparse:
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if precision == Precision.FP16:
         converter.target_spec.supported_types = [tf.float16]
     elif precision == Precision.INT8:

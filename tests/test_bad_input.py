@@ -71,6 +71,10 @@ def _cases(f: dict[str, str], root: Path) -> list[tuple[list[str], str]]:
         (["export", "mobilenet_v1", "--int8", "--fp16"], "--int8 and --fp16"),
         (["export", "mobilenet_v1", "--format", "coreml"], "--format 'coreml'"),
         (["export", "mobilenet_v1", "--format", ","], "--format is empty"),
+        (["export", "mobilenet_v1", "--format", "onnx", "--sparse"], "--sparse applies to TFLite"),
+        (["export", "mobilenet_v1", "--int8", "--sparse"], "--sparse works with fp32 only"),
+        (["build", spec("sparse", art + 'precisions = ["int8"]\nsparse = true\n')],
+         "sparse works with fp32 only"),
         (["export", "mobilenet_v1", "--int8", "--io", "int4"], "--io 'int4'"),
         (["export", "mobilenet_v1", "--io", "int8"], "--io int8 needs --int8"),
         (["export", "mobilenet_v1", "--layout", "nhwc", "--format", "tflite"], "--layout nhwc"),
@@ -149,6 +153,15 @@ def _cases(f: dict[str, str], root: Path) -> list[tuple[list[str], str]]:
           "--out", str(root / "p.keras")], "not a folder with one sub-folder per class"),
         (["prune", "mobilenet_v1", *TINY, "--data", f["empty"], "--method", "random",
           "--out", str(root / "p.keras")], "--method 'random'"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["empty"], "--method", "magnitude",
+          "--out", str(root / "p.keras")], "--method magnitude needs --sparsity"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["empty"], "--method", "magnitude",
+          "--sparsity", "1", "--out", str(root / "p.keras")], "--sparsity 1 is not allowed"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["empty"], "--method", "magnitude",
+          "--sparsity", "0.5", "--ratio", "0.5", "--out", str(root / "p.keras")],
+         "--ratio applies to --method l1 or fpgm"),
+        (["prune", "mobilenet_v1", *TINY, "--data", f["empty"], "--sparsity", "0.5",
+          "--out", str(root / "p.keras")], "--sparsity applies to --method magnitude"),
     ]
 
 

@@ -186,22 +186,27 @@ class Derivation:
     file, copied into the manifest of every artifact exported from it."""
 
     source: str  # the model it was made from
-    method: str  # "l1", "fpgm"
-    ratio: float  # the share of each group's filters removed
+    method: str  # "l1", "fpgm" (filters removed) or "magnitude" (weights zeroed)
+    ratio: float | None  # the share of each group's filters removed (l1, fpgm)
     epochs: int  # fine-tuning epochs
     data_sha256: str  # of the labelled data it was fine-tuned and validated on
     normalization: Normalization  # the source model's, which the pruned model keeps
+    sparsity: float | None = None  # the share of each kernel's weights zeroed (magnitude)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "method": self.method, "ratio": self.ratio,
+        data = {"source": self.source, "method": self.method, "ratio": self.ratio,
                 "epochs": self.epochs, "data_sha256": self.data_sha256,
-                "normalization": self.normalization.as_dict()}
+                "normalization": self.normalization.as_dict(), "sparsity": self.sparsity}
+        return {key: value for key, value in data.items() if value is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Derivation:
-        return cls(str(data["source"]), str(data["method"]), float(data["ratio"]),
+        def share(key: str) -> float | None:
+            return None if data.get(key) is None else float(data[key])
+
+        return cls(str(data["source"]), str(data["method"]), share("ratio"),
                    int(data["epochs"]), str(data["data_sha256"]),
-                   Normalization.from_dict(data["normalization"]))
+                   Normalization.from_dict(data["normalization"]), share("sparsity"))
 
 
 @dataclass(frozen=True)
@@ -277,6 +282,7 @@ class ManifestEntry:
     mobile: tuple[MobileVerdict, ...] = ()  # ONNX: onnxruntime's mobile usability checker
     accuracy: AccuracyResult | None = None  # measured on labelled data (mobilectl eval)
     derivation: Derivation | None = None  # how the source .keras was made (mobilectl prune)
+    sparse: bool = False  # TFLite: zero-heavy weights in the sparse encoding (--sparse)
 
     @property
     def label(self) -> str:
@@ -304,7 +310,8 @@ class ManifestEntry:
         }
         extra = {"cache_key": self.cache_key, "artifact": self.artifact, "build": self.build,
                  "accuracy": self.accuracy.as_dict() if self.accuracy else None,
-                 "derivation": self.derivation.as_dict() if self.derivation else None}
+                 "derivation": self.derivation.as_dict() if self.derivation else None,
+                 "sparse": True if self.sparse else None}
         return {**data, **{k: v for k, v in extra.items() if v is not None}}
 
     @classmethod
@@ -330,7 +337,8 @@ class ManifestEntry:
             quantization=QuantRecipe.from_dict(recipe) if recipe else None,
             mobile=tuple(MobileVerdict.from_dict(v) for v in data.get("mobile", ())),
             accuracy=AccuracyResult.from_dict(data["accuracy"]) if data.get("accuracy") else None,
-            derivation=Derivation.from_dict(data["derivation"]) if data.get("derivation") else None)
+            derivation=Derivation.from_dict(data["derivation"]) if data.get("derivation") else None,
+            sparse=bool(data.get("sparse", False)))
 
 
 @dataclass(frozen=True)

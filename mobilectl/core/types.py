@@ -95,6 +95,10 @@ class CalibrationMethod(StrEnum):
 
 E = TypeVar("E", bound=StrEnum)
 
+#: The validation share of labelled data when neither ``--val`` nor ``--val-split`` is
+#: given (``mobilectl eval``, ``mobilectl prune``).
+DEFAULT_VAL_SPLIT = 0.2
+
 
 def parse(kind: type[E], value: object, *, flag: str) -> E:
     """``value`` as a member of ``kind``; a UserError names the flag, the bad value and
