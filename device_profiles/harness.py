@@ -29,7 +29,7 @@ from device_profiles.onnx_cost import dims_text
 from device_profiles.op_tables import NoOpTables, parse_op_tables
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
 from device_profiles.per_layer import Device, OpTimes, PerLayer, of_file
-from device_profiles.profile import Profile, Roofline, Transport, all_profiles, load_profile
+from device_profiles.profile import Profile, Roofline, Transport, all_profiles
 from device_profiles.sparse_lint import SparseLint, has_sparse_weights, lint
 from device_profiles.stats import RepeatPolicy, Repeated, interleave
 from mobilectl.core.cost import shape_from_text

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from device_profiles.layer_map import layer_text
-from device_profiles.measurement import Measurement, pairs_of
+from device_profiles.measurement import Measurement
 from device_profiles.per_layer import LayerPair, PerLayer
 from mobilectl.core.files import write_atomic
 
