@@ -156,3 +156,22 @@ def test_prune_magnitude_exports_sparse_and_records_it(digits_model: dict, tmp_p
     assert "sparse_lint" not in printed[False]
     made = read_manifest(tmp_path / "art-True").artifacts[0].derivation
     assert (made.method, made.sparsity, made.ratio, made.epochs) == ("magnitude", 0.7, None, 2)
+    _profile_says_how_xnnpack_runs_it(tmp_path, capsys)
+
+
+def _profile_says_how_xnnpack_runs_it(tmp_path: Path, capsys) -> None:
+    from device_profiles.sparse_lint import X86
+    from quant.onnx_quant import host_arch
+
+    for sparse in (True, False):
+        code, out, err = run(["profile", str(tmp_path / f"art-{sparse}" / "manifest.json"),
+                              "--runs", "5", "--warmup", "1", "--min-reps", "1",
+                              "--out", str(tmp_path / f"prof-{sparse}"), "--json"], capsys)
+        assert code == 0, err
+        [measured] = json.loads(out)["measurements"]
+        if not sparse:
+            assert measured["sparse_lint"] is None and "XNNPACK" not in err
+            continue
+        found = {c["name"]: c["met"] for c in measured["sparse_lint"]["conditions"]}
+        assert found["encoding"] and found["cpu"] is (host_arch() not in X86)
+        assert f"XNNPACK sparse inference on {host_arch()}" in err
