@@ -17,6 +17,7 @@ a batch norm that follows a depthwise conv. The passes, in order (:data:`PASSES`
    identity elimination); saved, so any ONNX consumer gets the result.
 3. ``identity-reshapes``: Reshape/Squeeze/Unsqueeze whose output shape equals their
    input shape (tf2onnx writes a 1x1 layout change as a Reshape) are removed.
+
 4. ``prelu``: ``Relu(x) + c * Relu(-x)`` (how Keras writes PReLU) becomes ``PRelu``,
    which NNAPI and both CoreML formats run (CoreML runs no ``Neg``).
 5. ``pad-into-pool``: a zero ``Pad`` of the spatial axes in front of a pooling op
@@ -25,7 +26,9 @@ a batch norm that follows a depthwise conv. The passes, in order (:data:`PASSES`
    (after a ReLU), where a zero pad and the pool's own padding give the same maxima.
 
 Hard-swish stays Add/Clip/Mul: onnxruntime's NNAPI EP runs those in one partition and
-has no ``HardSwish`` kernel.
+has no ``HardSwish`` kernel. For onnxruntime's CPU EP on a PC (:data:`FUSIONS`) it is
+fused, and the NCHW channel shuffle becomes one ``Gather`` of the channels in shuffled
+order, which onnxruntime's layout optimiser sees through in int8.
 """
 
 from __future__ import annotations
@@ -401,6 +404,36 @@ def _drop_identity_reshapes(proto: Any) -> int:
     return len(dropped)
 
 
+def _shuffles_as_gathers(proto: Any) -> int:
+    """An NCHW channel shuffle, ``Reshape [N,g,c,H,W] -> Transpose 0,2,1,3,4 -> Reshape
+    [N,g*c,H,W]``, becomes one ``Gather`` of the channels in shuffled order (the same
+    values). onnxruntime runs int8 convolutions in NHWC and cancels the layout
+    Transposes it adds around them through a Gather, not through a 5-D Reshape: on
+    ShuffleNet V2 this leaves 34 Transposes instead of 47."""
+    from onnx import helper  # heavy: onnx loads only when a graph is rewritten
+
+    index, changed = _Index(proto.graph), 0
+    for node in list(proto.graph.node):
+        if node.op_type != "Transpose" or list(_attr(node, "perm", [])) != [0, 2, 1, 3, 4]:
+            continue
+        first, last = index.producer.get(node.input[0]), index.only_user(node.output[0])
+        if first is None or last is None or {first.op_type, last.op_type} != {"Reshape"}:
+            continue
+        split, joined = index.const(first.input[1]), index.const(last.input[1])
+        if split is None or joined is None or split.shape != (5,) or joined.shape != (4,) \
+                or index.only_user(first.output[0]) is not node:
+            continue
+        groups, per_group = int(split[1]), int(split[2])
+        if int(joined[1]) != groups * per_group:
+            continue
+        order = np.arange(groups * per_group, dtype=np.int64).reshape(groups, per_group).T
+        gather = helper.make_node("Gather", [first.input[0], index.add_const(
+            f"{node.name}/channels", order.ravel())], [last.output[0]], name=node.name, axis=1)
+        _replace(proto, first, gather, [node, last])
+        changed += 1
+    return changed
+
+
 def _prelus(proto: Any) -> int:
     """``Add(Relu(x), Mul(Relu(Neg(x)), c))`` -> ``PRelu(x, -c)``; a per-channel slope
     ``[1,C,1,1]`` is stored as ``[C,1,1]``, the shape CoreML takes."""
@@ -568,7 +601,12 @@ def _hard_sigmoid_parts(index: _Index, mul: Any) -> tuple[str, list[Any]] | None
 
 #: Fusions run only for targets whose runtime has the fused ops (see
 #: :func:`fuses_hard_activations`).
-FUSIONS: tuple[GraphPass, ...] = (GraphPass("hard-activations", _hard_activations),)
+#: Rewrites for onnxruntime's CPU EP on a PC, taken together with fused hard
+#: activations (one target choice): CoreML's ML program EP splits a Gather-shuffled
+#: graph into 17 partitions, so phones keep the Reshape/Transpose shuffle.
+FUSIONS: tuple[GraphPass, ...] = (GraphPass("hard-activations", _hard_activations),
+                                  GraphPass("shuffle-as-gather", _shuffles_as_gathers),
+                                  GraphPass("unused-initializers-again", _unused_initializers))
 #: CPU architectures whose ONNX runtime is onnxruntime's CPU EP (a PC): it runs
 #: ``HardSwish``/``HardSigmoid`` natively. Phones (ARM) keep the decomposed form, which
 #: onnxruntime's NNAPI EP takes in one partition (it has no HardSwish).

@@ -250,8 +250,9 @@ def export_cmd(
     symmetric: Annotated[Optional[bool], typer.Option("--symmetric/--asymmetric", help="int8 "
                          "ONNX activations symmetric or not; default from --device.")] = None,
     fuse_hard_swish: Annotated[Optional[bool], typer.Option(
-        "--fuse-hard-swish/--plain-hard-swish", help="ONNX hard-swish as one HardSwish op "
-        "or Add/Clip/Mul; default from --device (fused on x86).")] = None,
+        "--fuse-hard-swish/--plain-hard-swish", help="ONNX for onnxruntime's CPU EP "
+        "(HardSwish fused, channel shuffles as Gather) or for mobile EPs (Add/Clip/Mul, "
+        "Reshape/Transpose shuffles); default from --device (fused on x86).")] = None,
     layout: Annotated[str, typer.Option("--layout", help="ONNX input layout: nchw, nhwc.")] = "nchw",
     keep_float: Annotated[Optional[list[str]], typer.Option("--keep-float", metavar="LAYER",
                           help="Leave this layer in float (repeatable).")] = None,

@@ -29,7 +29,7 @@ ONNX_STANDARD = {
     "Conv", "Add", "Mul", "Sub", "Div", "Relu", "Clip", "LeakyRelu", "PRelu", "HardSwish",
     "HardSigmoid", "Sigmoid", "Softmax", "GlobalAveragePool", "ReduceMean", "AveragePool",
     "MaxPool", "Concat", "Reshape", "Transpose", "Split", "Pad", "MatMul", "Gemm", "Flatten",
-    "Squeeze", "Unsqueeze", "Identity", "Slice", "Max", "Min", "Neg",
+    "Squeeze", "Unsqueeze", "Identity", "Slice", "Max", "Min", "Neg", "Gather",
 }
 FAMILIES = family_representatives()
 #: onnxruntime's mobile usability checker on each family's ONNX graph before the lean
@@ -83,6 +83,7 @@ def test_converts_with_builtin_ops_and_same_numbers(spec: ModelSpec) -> None:
 
     if spec.family.startswith("shufflenet"):  # the channel shuffle lowers to these
         assert {"RESHAPE", "TRANSPOSE"} <= ops and {"Reshape", "Transpose"} <= types
+        _assert_gather_shuffles(model, x, expected)
 
 
 def _assert_lean(spec: ModelSpec, model, proto) -> None:
@@ -103,6 +104,15 @@ def _assert_lean(spec: ModelSpec, model, proto) -> None:
             assert not consts & set(node.input), f"{spec.name}: unfolded scale {node.name}"
         if node.op_type in RESHAPES:
             assert not RESHAPES & set(before), f"{spec.name}: reshape chain at {node.name}"
+
+
+def _assert_gather_shuffles(model, x, expected) -> None:
+    """For onnxruntime's CPU EP each channel shuffle is one Gather, with the same numbers."""
+    proto = onnx_export.convert(model, layout=Layout.NCHW, fuse_hard_activations=True)
+    types = [node.op_type for node in proto.graph.node]
+    shuffles = sum(layer.name.endswith("shuffle") for layer in model.layers)
+    assert types.count("Gather") == shuffles and "Transpose" not in types, types
+    np.testing.assert_allclose(onnx_export.run(proto, x, layout=Layout.NCHW), expected, atol=1e-4)
 
 
 def _assert_layers_mapped(spec: ModelSpec, model, ops, fmt: str) -> None:
