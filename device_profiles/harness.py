@@ -30,7 +30,7 @@ from device_profiles.op_tables import NoOpTables, parse_op_tables
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
 from device_profiles.per_layer import Device, OpTimes, PerLayer, of_file
 from device_profiles.profile import Profile, Roofline, Transport, all_profiles
-from device_profiles.sparse_lint import SparseLint, has_sparse_weights, lint
+from device_profiles.sparse_lint import SparseLint, lint_if_sparse
 from device_profiles.stats import RepeatPolicy, Repeated, interleave
 from mobilectl.core.cost import shape_from_text
 from mobilectl.core.errors import UserError
@@ -199,8 +199,7 @@ def _measurement(artifact: Artifact, *, device: str, threads: int, delegate: str
 def _sparse_lint(artifact: Artifact, arch: str) -> SparseLint | None:
     if artifact.fmt != Format.TFLITE:
         return None
-    data = artifact.path.read_bytes()
-    return lint(data, arch=arch) if has_sparse_weights(data) else None
+    return lint_if_sparse(artifact.path.read_bytes(), arch=arch)
 
 
 def settle(profile: Profile, read: Callable[[], DeviceState],

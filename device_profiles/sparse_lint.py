@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mobilectl.core.cost import prod
-from device_profiles.tflite_cost import FlatGraph
+from device_profiles.tflite_cost import DTYPES, FlatGraph
 
 #: CPU architectures where XNNPACK does not rewrite a subgraph for sparse inference.
 X86 = frozenset({"x86", "x86_64", "amd64", "i686"})
@@ -74,7 +74,16 @@ class SparseLint:
 def lint(data: bytes, *, arch: str) -> SparseLint:
     """Check a .tflite flatbuffer against XNNPACK's sparse-inference conditions on
     ``arch`` (a device profile's CPU architecture, e.g. ``arm64-v8a``)."""
+    return _lint(FlatGraph(data), arch)
+
+
+def lint_if_sparse(data: bytes, *, arch: str) -> SparseLint | None:
+    """:func:`lint` for a flatbuffer with sparse weights (DENSIFY ops), else None."""
     graph = FlatGraph(data)
+    return _lint(graph, arch) if "DENSIFY" in graph.kinds else None
+
+
+def _lint(graph: FlatGraph, arch: str) -> SparseLint:
     share = _zero_share(graph)
     conditions = (_encoded(graph), _float(graph), _stem(graph),
                   Condition("zeros", share >= MIN_ZERO_SHARE,
@@ -82,11 +91,6 @@ def lint(data: bytes, *, arch: str) -> SparseLint:
                             + ("" if share >= MIN_ZERO_SHARE else " (needs 67%)")),
                   _ends_in_mean(graph), _cpu(arch))
     return SparseLint(arch, conditions, share)
-
-
-def has_sparse_weights(data: bytes) -> bool:
-    """Whether any op of the flatbuffer decodes sparse weights (DENSIFY)."""
-    return "DENSIFY" in FlatGraph(data).kinds
 
 
 def _encoded(graph: FlatGraph) -> Condition:
@@ -97,7 +101,8 @@ def _encoded(graph: FlatGraph) -> Condition:
 
 def _float(graph: FlatGraph) -> Condition:
     convs = [op for op, kind in zip(graph.ops, graph.kinds) if kind == "CONV_2D"]
-    quantized = sum(graph.tensors[graph.reads(op)[0]].Type() != 0 for op in convs)
+    quantized = sum(DTYPES.get(graph.tensors[graph.reads(op)[0]].Type()) != "float32"
+                    for op in convs)
     return Condition("float", quantized == 0, "float" if quantized == 0
                      else f"{quantized} quantized convs (sparse kernels are float only)")
 

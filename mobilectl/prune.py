@@ -5,8 +5,9 @@ Either the model's filters are ranked and removed (``l1``, ``fpgm``:
 zeroed and held at zero by a mask (``magnitude``: :mod:`quant.sparsity`), giving a
 sparse model of the same shape. The result is fine-tuned on the training part of the
 labelled data, and the report gives MACs, params, nonzero weights and top-1 on the
-validation part before pruning, right after it and after fine-tuning. The result is a normal ``.keras`` file with the same layer names, written
-deterministically (no save date), that exports, verifies and profiles like any other.
+validation part before pruning, right after it and after fine-tuning. The result is a
+normal ``.keras`` file with the same layer names, written deterministically (no save
+date), that exports, verifies and profiles like any other.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from models_keras.analysis import analyze_model
 from models_keras.training import recalibrate_batch_norm
 from quant.labelled import Labelled, Split
 from quant.pruning import DIVISOR, Method, apply, plan
-from quant.sparsity import Mask, apply_masks, magnitude_masks, mask_keeper
+from quant.sparsity import Mask, apply_masks, check_sparsity, magnitude_masks, mask_keeper
 
 Progress = Callable[[str], None]
 
@@ -80,9 +81,7 @@ class PruneOptions:
             if self.sparsity is None:
                 raise UserError("--method magnitude needs --sparsity: the share of each "
                                 "kernel's weights set to zero, between 0 and 1 (e.g. 0.75)")
-            if not 0 < self.sparsity < 1:
-                raise UserError(f"--sparsity {self.sparsity:g} is not allowed: a share of "
-                                "weights between 0 and 1 (e.g. 0.75)")
+            check_sparsity(self.sparsity)
         elif self.sparsity is not None:
             raise UserError(f"--sparsity applies to --method magnitude; --method "
                             f"{self.method} removes filters: give --ratio")

@@ -58,6 +58,13 @@ def _kernels(model: Any) -> Iterator[tuple[Any, str]]:
             yield layer, "kernel"
 
 
+def check_sparsity(sparsity: float) -> None:
+    """Raise UserError unless ``sparsity`` is a share strictly between 0 and 1."""
+    if not 0 < sparsity < 1:
+        raise UserError(f"--sparsity {sparsity:g} is not allowed: a share of weights "
+                        "between 0 and 1 (e.g. 0.75)")
+
+
 def magnitude_masks(model: Any, *, sparsity: float) -> tuple[Mask, ...]:
     """Per kernel, keep all but the ``sparsity`` share of weights smallest in magnitude
     (ties broken by position, so the masks depend only on the weights).
@@ -65,9 +72,7 @@ def magnitude_masks(model: Any, *, sparsity: float) -> tuple[Mask, ...]:
     Raises:
         UserError: ``sparsity`` outside (0, 1), or a model with no prunable kernel.
     """
-    if not 0 < sparsity < 1:
-        raise UserError(f"--sparsity {sparsity:g} is not allowed: a share of weights "
-                        "between 0 and 1 (e.g. 0.75)")
+    check_sparsity(sparsity)
     masks = []
     for layer, weight in _kernels(model):
         values = np.abs(np.asarray(getattr(layer, weight).numpy())).ravel()

@@ -155,14 +155,19 @@ def markdown(rows: list[dict[str, Any]], bases: dict[str, dict[str, Any]],
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def digits_arguments(doc: str) -> argparse.Namespace:
+    """The flags of the benchmarks that train on the digits, then prune and time."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--tune", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--runs", type=int, default=30)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = digits_arguments(__doc__)
     from mobilectl.core.tfenv import import_quietly
 
     import_quietly()

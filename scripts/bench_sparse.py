@@ -20,7 +20,6 @@ BENCHMARKS.md between its sparse markers.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_common import STATS_NOTE, log, ms_cell, publish, ratio_cell  # noqa: E402  (scripts/ helpers)
-from bench_prune import digits, measure_one_thread, train  # noqa: E402
+from bench_prune import digits, digits_arguments, measure_one_thread, train  # noqa: E402
 
 MODEL = "mobilenet_v2"
 SPARSITIES = (0.5, 0.75, 0.9)
@@ -146,13 +145,7 @@ def _lint_note(row: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--tune", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=30)
-    args = parser.parse_args()
+    args = digits_arguments(__doc__)
     from mobilectl.core.tfenv import import_quietly
     from quant.onnx_quant import host_arch
 
