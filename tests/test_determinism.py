@@ -15,6 +15,8 @@ import pytest
 CASES = {
     "nasnet_mobile": ["-r", "32", "--knob", "cell_repeats=1", "--knob", "penultimate_filters=192"],
     "mobilenet_v3_small": ["-r", "32", "--layout", "nchw", "--format", "onnx"],
+    # a phone's ONNX keeps each channel shuffle as Reshape/Transpose/Reshape
+    "shufflenet_v1": ["-r", "32", "--format", "onnx", "--device", "pixel"],
 }
 
 
