@@ -39,11 +39,13 @@ def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
     if options.keep_float:
         names = ",".join(sorted(options.keep_float)).encode()
         tags.append("kf" + hashlib.sha256(names).hexdigest()[:6])
-    if options.precision == Precision.INT8 and options.calib_samples != DEFAULT_CALIB_SAMPLES:
+    # calibrated int8 (a quantization-aware model brings its own ranges)
+    calibrated = options.precision == Precision.INT8 and options.qat_weight_bits is None
+    if calibrated and options.calib_samples != DEFAULT_CALIB_SAMPLES:
         tags.append(f"c{options.calib_samples}")
     if options.seed:
         tags.append(f"seed{options.seed}")
-    if options.precision == Precision.INT8 and "activations" in row.accepts:
+    if calibrated and "activations" in row.accepts:
         if options.activations != Activations.UINT8:
             tags.append(f"a{options.activations}")
         if options.calib_method != CalibrationMethod.MINMAX:

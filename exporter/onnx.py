@@ -25,7 +25,7 @@ from exporter import onnx_lean, onnx_mobile
 from exporter.options import ExportFormat, ExportOptions, Progress
 from mobilectl.core.manifest import QuantRecipe, TensorInfo, TensorIO
 from mobilectl.core.tfenv import third_party_output
-from mobilectl.core.types import Format, Layout, Precision
+from mobilectl.core.types import Activations, Format, Layout, Precision, QuantFormat
 from quant import onnx_quant
 
 DEFAULT_OPSET = 17
@@ -36,9 +36,10 @@ DTYPES = {"float": "float32", "float16": "float16", "double": "float64", "int8":
 
 
 def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.NHWC,
-            fuse_hard_activations: bool = False) -> Any:
+            fuse_hard_activations: bool = False, qat_weight_bits: int | None = None) -> Any:
     """Convert a Keras model to an ``onnx.ModelProto`` with input ``input``, lean
-    (:mod:`exporter.onnx_lean`; hard-swish fused into one op if asked)."""
+    (:mod:`exporter.onnx_lean`; hard-swish fused into one op if asked; a
+    quantization-aware model's weights stored as integers on their trained grid)."""
     import tensorflow as tf  # heavy: TF and tf2onnx load only when a model is converted
     import tf2onnx
 
@@ -50,6 +51,8 @@ def convert(model: Any, *, opset: int = DEFAULT_OPSET, layout: Layout = Layout.N
     with third_party_output(), _transposes_past_scalar_adds(), _nodes_hashed_by_name():
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset,
                                               inputs_as_nchw=nchw)
+    if qat_weight_bits is not None:
+        onnx_quant.trained_weights(proto, bits=qat_weight_bits)
     # from canonical names and order, so the passes are deterministic
     onnx_lean.lean(canonicalize(proto), fuse_hard_activations=fuse_hard_activations)
     return canonicalize(proto)
@@ -280,10 +283,12 @@ def _convert_artifact(model: Any, *, options: ExportOptions, calibration: np.nda
                       metadata: dict[str, Any], progress: Progress) -> bytes:
     progress(f"convert {model.name} to ONNX")
     proto = convert(model, layout=options.layout,
-                    fuse_hard_activations=options.fuse_hard_activations)
-    if options.precision != Precision.FP32:
-        progress(f"quantize ONNX {options.precision}")
-    proto = quantize(proto, options, calibration)
+                    fuse_hard_activations=options.fuse_hard_activations,
+                    qat_weight_bits=options.qat_weight_bits)
+    if options.qat_weight_bits is None:  # a QAT model's QDQ graph is already integer
+        if options.precision != Precision.FP32:
+            progress(f"quantize ONNX {options.precision}")
+        proto = quantize(proto, options, calibration)
     text = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True)
             for k, v in metadata.items()}
     return serialize(embed_metadata(proto, text))
@@ -293,6 +298,10 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
     """How int8 ONNX is quantized for ``options``' target (None for other precisions)."""
     if options.precision != Precision.INT8:
         return None
+    if options.qat_weight_bits is not None:  # tf2onnx's QDQ of the trained ranges: uint8
+        return QuantRecipe(activations=Activations.UINT8, weights=f"int{options.qat_weight_bits}",
+                           format=str(QuantFormat.QDQ), target=options.target,
+                           trained_ranges=True)
     return onnx_quant.recipe(options.activations, options.calib_method, target=options.target,
                              symmetric=options.symmetric, quant_format=options.quant_format)
 

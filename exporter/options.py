@@ -73,6 +73,9 @@ class ExportOptions:
     symmetric: bool | None = None  # int8 ONNX activations; None = the target's choice
     fuse_hard_activations: bool | None = None  # ONNX HardSwish; None = the target's choice
     sparse: bool = False  # TFLite: zero-heavy weights in the sparse tensor encoding (DENSIFY)
+    # the weight bits a quantization-aware model was trained for (set from the model by
+    # the pipeline); None: post-training quantization with calibrated ranges
+    qat_weight_bits: int | None = None
 
     def __post_init__(self) -> None:
         """Plain values (``"int8"``) from library callers become their enum members; a

@@ -10,7 +10,7 @@ import json
 import logging
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,16 @@ from mobilectl.core.manifest import (
 )
 from mobilectl.core.types import Format, Layout, Precision
 from mobilectl.core.version import __version__
-from models_keras.analysis import UnsupportedLayerError, analyze_model
+from models_keras.analysis import UnsupportedLayerError, analyze_model, register_cost_rule
 import models_keras.layers  # noqa: F401  (registers the zoo's layers: .keras files using them load)
 from models_keras.registry import get_model_spec
 from quant.calibration import DEFAULT_WARNING, CalibrationSet, check_source, load_calibration
 from quant.metrics import compare
+from quant.qat import layer_classes as qat_layers
+from quant.qat import weight_bits_of
+
+# QAT's layers load from .keras files; its activation ranges cost nothing
+register_cost_rule(qat_layers()["range"])
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +200,21 @@ def _check_input(model: Any, target: str) -> None:
                         "(batch, N, N, 3) NHWC images with a fixed size N")
 
 
+def trained_ranges(source: SourceModel, options: ExportOptions) -> ExportOptions:
+    """``options`` for ``source``: a quantization-aware model (``mobilectl qat``)
+    converts to int8 with the ranges it was trained with, and only to int8."""
+    bits = weight_bits_of(source.model)
+    if bits is None:
+        return options
+    if options.precision != Precision.INT8:
+        raise UserError(f"{source.origin} is quantization-aware (int{bits} weights, trained "
+                        f"ranges): export it with --int8, not as {options.precision}")
+    if options.keep_float:
+        raise UserError(f"--keep-float does not apply to {source.origin}: a quantization-"
+                        "aware model keeps the precision it was trained with")
+    return replace(options, qat_weight_bits=bits)
+
+
 # ---- stage 2: calibrate ----------------------------------------------------------
 
 def calibrate(source: SourceModel, options: ExportOptions) -> CalibrationSet:
@@ -316,6 +336,7 @@ def export(target: str, *, knobs: dict[str, Any] | None = None, weights: str | N
     progress(f"build {target}")
     source = build_or_load(target, knobs=knobs, weights=weights, seed=options.seed)
     _check_labels(options, source)
+    options = trained_ranges(source, options)
     progress("calibrate")
     calib = calibrate(source, options)
     reference = reference_outputs(source, calib)

@@ -32,11 +32,14 @@ class FlexOpsError(UserError):
 
 def convert(model: Any, *, precision: Precision = Precision.FP32,
             calibration: np.ndarray | None = None, io_type: IoType = IoType.FLOAT,
-            keep_float: Sequence[str] = (), sparse: bool = False) -> bytes:
+            keep_float: Sequence[str] = (), sparse: bool = False,
+            trained_ranges: bool = False) -> bytes:
     """Convert a Keras model to a .tflite flatbuffer (builtin ops only; ``sparse``:
-    zero-heavy weights in TFLite's sparse tensor encoding, behind DENSIFY ops)."""
+    zero-heavy weights in TFLite's sparse tensor encoding, behind DENSIFY ops;
+    ``trained_ranges``: a quantization-aware model, no calibration)."""
     converter = tflite_quant.make_converter(model, precision=precision, calibration=calibration,
-                                            io_type=io_type, sparse=sparse)
+                                            io_type=io_type, sparse=sparse,
+                                            trained_ranges=trained_ranges)
     try:
         with third_party_output():
             if keep_float:
@@ -62,9 +65,11 @@ def _conversion_error(name: str, message: str) -> UserError:
 def _convert_artifact(model: Any, *, options: ExportOptions, calibration: np.ndarray,
                       metadata: dict[str, Any], progress: Progress) -> bytes:
     sparse = " (sparse weights)" if options.sparse else ""
-    progress(f"convert {model.name} to TFLite {options.precision}{sparse}")
+    qat = f" (trained ranges, int{options.qat_weight_bits} weights)" if options.qat_weight_bits else ""
+    progress(f"convert {model.name} to TFLite {options.precision}{sparse}{qat}")
     data = convert(model, precision=options.precision, calibration=calibration,
-                   io_type=options.io_type, keep_float=options.keep_float, sparse=options.sparse)
+                   io_type=options.io_type, keep_float=options.keep_float, sparse=options.sparse,
+                   trained_ranges=options.qat_weight_bits is not None)
     return embed_metadata(data, metadata)
 
 
@@ -152,9 +157,10 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
     weights, min/max ranges from the converter's calibration), whatever the target."""
     if options.precision != Precision.INT8:
         return None
-    return QuantRecipe(activations=Activations.INT8, weights="int8", per_channel=True,
+    bits = options.qat_weight_bits
+    return QuantRecipe(activations=Activations.INT8, weights=f"int{bits or 8}", per_channel=True,
                        format="tflite", calibration_method=CalibrationMethod.MINMAX,
-                       target=options.target)
+                       target=options.target, trained_ranges=bits is not None)
 
 
 FORMAT = ExportFormat(name=Format.TFLITE, title="TFLite",

@@ -26,7 +26,7 @@ from mobilectl.core.version import __version__
 from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
 from mobilectl.render import (
-    build_table, devices_table, eval_table, export_table, prune_table, layers_table, models_table, per_layer_table,
+    build_table, devices_table, eval_table, export_table, prune_table, qat_table, layers_table, models_table, per_layer_table,
     profile_table, sensitivity_table, summary_table,
 )
 
@@ -594,6 +594,48 @@ def prune_cmd(
     out.print(prune_table(report.as_dict(), width=out.width))
     _note(f"wrote {out_file}; next: mobilectl export {out_file} "
           + ("--int8" if options.method.structured else "--format tflite --sparse"))
+
+
+@app.command("qat")
+def qat_cmd(
+    target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
+                      help="Registry name (with --weights) or a .keras file.")],
+    data: Annotated[str, typer.Option("--data", help="A folder with one sub-folder per class, "
+                    "or a .npz with x and y arrays.")],
+    weight_bits: Annotated[int, typer.Option("--weight-bits", help="8, 4 or 2 (ternary): "
+                           "per-channel weights; activations are always 8-bit.")] = 8,
+    epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")] = 3,
+    lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate (Adam).")] = 5e-4,
+    width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
+    weights: Annotated[Optional[str], typer.Option("--weights",
+                       help="Local .weights.h5 file for a registry model.")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, "
+                      "in the model's output order.")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="A separate validation set.")] = None,
+    val_split: Annotated[float, typer.Option("--val-split", metavar="FRACTION",
+                         help="Seeded, stratified validation share of --data.")] = DEFAULT_VAL_SPLIT,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out_dir: Annotated[str, typer.Option("--out", help="Folder for the QAT .keras model, its "
+                       "int8 artifacts and their manifest.")] = "qat",
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantization-aware fine-tuning; int8 TFLite and ONNX without calibration data."""
+    _quiet_tensorflow()
+    from mobilectl.qat import QatOptions, qat  # lazy: pulls TensorFlow
+
+    options = QatOptions(weight_bits, epochs, lr, seed=seed)
+    knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
+                   num_classes=num_classes, **_extra_knobs(knob))
+    with stage_progress(err, f"qat {target}") as progress:
+        report = qat(target, data=data, out=Path(out_dir), options=options, knobs=knobs,
+                     weights=weights, labels=labels, val=val, val_split=val_split,
+                     progress=progress)
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    out.print(qat_table(report.as_dict(), width=out.width))
+    _note(f"wrote {out_dir}; next: mobilectl profile {out_dir} --device host")
 
 
 @app.command("devices")

@@ -335,3 +335,19 @@ def _prune_caption(report: dict[str, Any]) -> str:
     if len(whole) > len(shown):
         caption += f"\n... and {len(whole) - len(shown)} more (--json lists them)"
     return caption
+
+
+def qat_table(report: dict[str, Any], *, width: int) -> Table:
+    """``mobilectl qat``: top-1 of the float model, the QAT Keras model and each
+    artifact as it runs, with file sizes."""
+    columns = (Column("model"), Column("weights"), Column("size", right=True),
+               Column("top-1", right=True), Column("vs float", right=True, drop=1))
+    base = report["float_top1"]
+    body = [["float (before)", "float", "-", _share(base), "-"],
+            [f"QAT Keras ({report['options']['epochs']} ep)", f"int{report['options']['weight_bits']}",
+             "-", _share(report["qat_top1"]), f"{report['qat_top1'] - base:+.3f}"]]
+    body += [[a["path"], a["weights"], f"{a['bytes'] / 1e6:.2f} MB", _share(a["top1"]),
+              f"{a['top1'] - base:+.3f}"] for a in report["artifacts"]]
+    return fitted(f"mobilectl qat: {report['model']}", columns, body, width=width,
+                  caption=f"validation {report['val_samples']} samples; trained on "
+                          f"{report['train_samples']}")

@@ -225,3 +225,57 @@ def to_fp16(proto: Any) -> Any:
 
     with third_party_output():
         return convert_float_to_float16(proto, keep_io_types=True)
+
+
+#: ONNX ops whose second input is a weight, and the axis of its output channels
+#: (None: one scale per tensor, as QAT trains a dense layer).
+WEIGHT_AXES = {"Conv": 0, "Gemm": None, "MatMul": None}
+
+
+def trained_weights(proto: Any, *, bits: int) -> int:
+    """Store the weights of a quantization-aware model as integers behind a
+    ``DequantizeLinear``, in place; how many were stored.
+
+    tf2onnx writes QAT's activation fake quantization as QDQ pairs but folds the
+    weights' into float constants, which lie on the trained grid: ``k * scale`` with
+    ``|k| <= 2**(bits-1) - 1`` and one scale per output channel. ``k`` (int8 storage,
+    also for 4 and 2 bits) and the scale are recovered exactly; a weight off the grid
+    is an error (the model was not fake-quantized as QAT makes it)."""
+    from onnx import helper, numpy_helper  # heavy: only when an ONNX model is written
+
+    levels = 2 ** (bits - 1) - 1
+    initializers = {init.name: init for init in proto.graph.initializer}
+    done: dict[str, str] = {}
+    for node in list(proto.graph.node):
+        name = node.input[1] if node.op_type in WEIGHT_AXES and len(node.input) > 1 else None
+        if name not in initializers or initializers[name].data_type != 1:  # float only
+            continue
+        if name not in done:
+            axis = WEIGHT_AXES[node.op_type]
+            w = numpy_helper.to_array(initializers[name])
+            k, scale = _on_grid(w, levels=levels, axis=axis, name=name)
+            proto.graph.initializer.extend([
+                numpy_helper.from_array(k, f"{name}.q"),
+                numpy_helper.from_array(scale, f"{name}.scale"),
+                numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{name}.zero")])
+            attrs = {} if axis is None else {"axis": axis}
+            proto.graph.node.insert(0, helper.make_node(
+                "DequantizeLinear", [f"{name}.q", f"{name}.scale", f"{name}.zero"],
+                [f"{name}.dq"], name=f"{name}.dequantize", **attrs))
+            proto.graph.initializer.remove(initializers[name])
+            done[name] = f"{name}.dq"
+        node.input[1] = done[name]
+    return len(done)
+
+
+def _on_grid(w: np.ndarray, *, levels: int, axis: int | None,
+             name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` as ``k * scale`` (int8 k, float32 scale per ``axis`` or per tensor)."""
+    other = tuple(a for a in range(w.ndim) if a != axis) if axis is not None else None
+    bound = np.max(np.abs(w), axis=other, keepdims=True)
+    scale = np.where(bound > 0, bound / levels, 1.0).astype(np.float32)
+    k = np.clip(np.round(w / scale), -levels, levels)
+    if np.max(np.abs(k * scale - w)) > 1e-3 * float(np.max(scale)):
+        raise ValueError(f"{name}: weights off the {2 * levels + 1}-level grid of QAT")
+    flat = scale.reshape(-1) if axis is not None else scale.reshape(())
+    return k.astype(np.int8), flat

@@ -135,7 +135,7 @@ class _Graph:
 
     def _add(self, layer: dict[str, Any], channels: int | None) -> None:
         name, kind, config = layer["name"], layer["class_name"], layer["config"]
-        inputs = [self.out[n] for n in _inbound(layer)]
+        inputs = [self.out[n] for n in inbound_layers(layer)]
         self.reads[name] = inputs
         if kind == "InputLayer":
             self.out[name] = self.new(channels or 0, whole="the model's input")
@@ -187,7 +187,8 @@ def _tensors(value: Any) -> Iterator[list[Any]]:
             yield from _tensors(item)
 
 
-def _inbound(layer: dict[str, Any]) -> list[str]:
+def inbound_layers(layer: dict[str, Any]) -> list[str]:
+    """The names of the layers a functional config entry reads, in order."""
     return [history[0] for node in layer.get("inbound_nodes", [])
             for history in _tensors(node.get("args", []))]
 

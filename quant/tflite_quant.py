@@ -30,13 +30,17 @@ def _batch_one(model: Any) -> Any:
 
 
 def make_converter(model: Any, *, precision: Precision, calibration: np.ndarray | None = None,
-                   io_type: IoType = IoType.FLOAT, sparse: bool = False) -> Any:
+                   io_type: IoType = IoType.FLOAT, sparse: bool = False,
+                   trained_ranges: bool = False) -> Any:
     """A ``tf.lite.TFLiteConverter`` configured for ``precision`` (batch-1 signature,
     builtin ops only; ``sparse``: the converter's sparse tensor encoding of weights
-    that are mostly zero, decoded by DENSIFY ops in float models)."""
+    that are mostly zero, decoded by DENSIFY ops in float models; ``trained_ranges``:
+    a quantization-aware model, whose fake quantization gives every range, converted
+    as it was trained, without a representative dataset)."""
     import tensorflow as tf  # heavy: only when a model is converted
 
-    model = for_tflite(model, int8=precision == Precision.INT8)  # ops XNNPACK runs
+    if not trained_ranges:  # ops XNNPACK runs (a QAT model was trained on its own ops)
+        model = for_tflite(model, int8=precision == Precision.INT8)
     with third_party_output():  # Keras' export prints a banner and the captured variables
         converter = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -47,8 +51,9 @@ def make_converter(model: Any, *, precision: Precision, calibration: np.ndarray 
     if precision == Precision.FP16:
         converter.target_spec.supported_types = [tf.float16]
     elif precision == Precision.INT8:
-        converter.representative_dataset = representative(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not trained_ranges:
+            converter.representative_dataset = representative(calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io_dtype = {IoType.FLOAT: tf.float32, IoType.INT8: tf.int8, IoType.UINT8: tf.uint8}[io_type]
         converter.inference_input_type = io_dtype
         converter.inference_output_type = io_dtype

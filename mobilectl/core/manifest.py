@@ -103,18 +103,21 @@ class QuantRecipe:
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
     target: str = ""
     symmetric_activations: bool = False
+    trained_ranges: bool = False  # ranges learned in quantization-aware training, not calibrated
 
     def as_dict(self) -> dict[str, Any]:
         return {"activations": str(self.activations), "weights": self.weights,
                 "per_channel": self.per_channel, "format": self.format,
                 "calibration_method": str(self.calibration_method), "target": self.target,
-                "symmetric_activations": self.symmetric_activations}
+                "symmetric_activations": self.symmetric_activations,
+                "trained_ranges": self.trained_ranges}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantRecipe:
         return cls(Activations(data["activations"]), data["weights"], bool(data["per_channel"]),
                    data["format"], CalibrationMethod(data["calibration_method"]),
-                   data.get("target", ""), bool(data.get("symmetric_activations", False)))
+                   data.get("target", ""), bool(data.get("symmetric_activations", False)),
+                   bool(data.get("trained_ranges", False)))
 
 
 @dataclass(frozen=True)
@@ -182,21 +185,23 @@ DERIVATION_MEMBER = "mobilectl.json"
 
 @dataclass(frozen=True)
 class Derivation:
-    """How mobilectl made a .keras model from another (``mobilectl prune``): kept in the
-    file, copied into the manifest of every artifact exported from it."""
+    """How mobilectl made a .keras model from another (``mobilectl prune``, ``mobilectl
+    qat``): kept in the file, copied into the manifest of every artifact exported from it."""
 
     source: str  # the model it was made from
-    method: str  # "l1", "fpgm" (filters removed) or "magnitude" (weights zeroed)
+    method: str  # "l1", "fpgm" (filters removed), "magnitude" (weights zeroed) or "qat"
     ratio: float | None  # the share of each group's filters removed (l1, fpgm)
     epochs: int  # fine-tuning epochs
     data_sha256: str  # of the labelled data it was fine-tuned and validated on
     normalization: Normalization  # the source model's, which the pruned model keeps
     sparsity: float | None = None  # the share of each kernel's weights zeroed (magnitude)
+    weight_bits: int | None = None  # the weight bits quantization-aware training used (qat)
 
     def as_dict(self) -> dict[str, Any]:
         data = {"source": self.source, "method": self.method, "ratio": self.ratio,
                 "epochs": self.epochs, "data_sha256": self.data_sha256,
-                "normalization": self.normalization.as_dict(), "sparsity": self.sparsity}
+                "normalization": self.normalization.as_dict(), "sparsity": self.sparsity,
+                "weight_bits": self.weight_bits}
         return {key: value for key, value in data.items() if value is not None}
 
     @classmethod
@@ -206,7 +211,8 @@ class Derivation:
 
         return cls(str(data["source"]), str(data["method"]), share("ratio"),
                    int(data["epochs"]), str(data["data_sha256"]),
-                   Normalization.from_dict(data["normalization"]), share("sparsity"))
+                   Normalization.from_dict(data["normalization"]), share("sparsity"),
+                   None if data.get("weight_bits") is None else int(data["weight_bits"]))
 
 
 @dataclass(frozen=True)
