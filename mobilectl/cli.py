@@ -628,9 +628,14 @@ def qat_cmd(
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
                    num_classes=num_classes, **_extra_knobs(knob))
     with stage_progress(err, f"qat {target}") as progress:
-        report = qat(target, data=data, out=Path(out_dir), options=options, knobs=knobs,
-                     weights=weights, labels=labels, val=val, val_split=val_split,
-                     progress=progress)
+        try:
+            report = qat(target, data=data, out=Path(out_dir), options=options, knobs=knobs,
+                         weights=weights, labels=labels, val=val, val_split=val_split,
+                         progress=progress)
+        except VerificationFailed as exc:
+            err.print(f"error: verification failed: {_one_line(str(exc))}", markup=False,
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     if as_json:
         _print_json(report.as_dict())
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -168,10 +169,23 @@ def save_keras(model: Any, path: Path, made: Derivation) -> None:
                     meta = json.loads(data)
                     meta.pop("date_saved", None)
                     data = json.dumps(meta, sort_keys=True).encode()
+                elif name == "config.json":
+                    data = _numbered_shared_objects(data.decode()).encode()
                 dst.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
             dst.writestr(zipfile.ZipInfo(DERIVATION_MEMBER, (1980, 1, 1, 0, 0, 0)),
                          json.dumps(made.as_dict(), sort_keys=True, indent=2).encode())
     write_atomic(path, buffer.getvalue())
+
+
+def _numbered_shared_objects(config: str) -> str:
+    """Keras names an object shared between layers (a dtype policy) by its memory
+    address; number them in order of first appearance instead, the same sharing."""
+    numbers: dict[str, str] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f'"shared_object_id": {numbers.setdefault(match.group(1), str(len(numbers) + 1))}'
+
+    return re.sub(r'"shared_object_id": (\d+)', number, config)
 
 
 def prune(target: str, *, data: str, out: Path, options: PruneOptions,

@@ -312,8 +312,10 @@ def qat_model(model: Any, *, weight_bits: int) -> Any:
     check_weight_bits(weight_bits)
     bad = unsupported_layers(model)
     if bad:
-        raise UserError(f"qat: cannot fake-quantize {', '.join(bad)}: QAT takes Conv2D, "
-                        "DepthwiseConv2D, Dense, BatchNormalization and PReLU layers")
+        more = f", and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise UserError(f"qat: cannot fake-quantize {len(bad)} layer(s): {', '.join(bad[:3])}"
+                        f"{more}; QAT takes Conv2D (ungrouped), DepthwiseConv2D, Dense, "
+                        "BatchNormalization and PReLU layers")
     chosen = plan(model)
     weights = _rewritten_weights(model, chosen)
     classes = layer_classes()
