@@ -35,8 +35,9 @@ from quant.metrics import compare
 from quant.qat import layer_classes as qat_layers
 from quant.qat import weight_bits_of
 
-# QAT's layers load from .keras files; its activation ranges cost nothing
-register_cost_rule(qat_layers()["range"])
+# QAT's layers load from .keras files; its ranges and activations cost no MACs
+for _kind in ("range", "hard_sigmoid", "hard_swish"):
+    register_cost_rule(qat_layers()[_kind])
 
 log = logging.getLogger(__name__)
 

@@ -196,25 +196,53 @@ def layer_classes() -> dict[str, Any]:
             self.fixed = bool(fixed)
 
         def build(self, input_shape: Any) -> None:
-            make = functools.partial(self.add_weight, shape=(), trainable=False)
-            self.low = make(name="low", initializer="zeros")
-            self.high = make(name="high", initializer="zeros")
-            self.seen = make(name="seen", initializer="zeros")
+            self.range = _moving_range(self, "")
 
         def call(self, x, training=None):
             if self.fixed:
                 return keras.quantizers.fake_quant_with_min_max_vars(x, 0.0, 255 / 256)
-            if training:
-                low = ops.minimum(ops.min(ops.stop_gradient(x)), 0.0)
-                high = ops.maximum(ops.max(ops.stop_gradient(x)), 0.0)
-                keep = RANGE_MOMENTUM * self.seen
-                self.low.assign(keep * self.low + (1 - keep) * low)
-                self.high.assign(keep * self.high + (1 - keep) * high)
-                self.seen.assign(1.0)
-            return keras.quantizers.fake_quant_with_min_max_vars(x, self.low, self.high)
+            return _fake_quant(x, self.range, training=training)
 
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "fixed": self.fixed}
+
+    def _moving_range(layer: Any, prefix: str) -> tuple[Any, Any, Any]:
+        """A range's low, high and whether it has seen a batch (non-trainable)."""
+        make = functools.partial(layer.add_weight, shape=(), trainable=False,
+                                 initializer="zeros")
+        return make(name=f"{prefix}low"), make(name=f"{prefix}high"), make(name=f"{prefix}seen")
+
+    def _fake_quant(x: Any, moving: tuple[Any, Any, Any], *, training: Any) -> Any:
+        """``x`` fake-quantized to 8 bits over its moving range, updated in training
+        (the first batch sets it; zero always inside, as integer zero points need)."""
+        low_var, high_var, seen = moving
+        if training:
+            low = ops.minimum(ops.min(ops.stop_gradient(x)), 0.0)
+            high = ops.maximum(ops.max(ops.stop_gradient(x)), 0.0)
+            keep = RANGE_MOMENTUM * seen
+            low_var.assign(keep * low_var + (1 - keep) * low)
+            high_var.assign(keep * high_var + (1 - keep) * high)
+            seen.assign(1.0)
+        return keras.quantizers.fake_quant_with_min_max_vars(x, low_var, high_var)
+
+    @keras.saving.register_keras_serializable(package="mobilectl.qat")
+    class QatHardSwish(keras.layers.Layer):
+        """hard-swish (Howard et al. 2019) as ``x * min(relu(x / 6 + 1/2), 1)``, the
+        form whose int8 ops XNNPACK runs (:mod:`quant.tflite_forms`; TFLite's own int8
+        ``HARD_SWISH`` runs on a slow builtin kernel), with a range after each step:
+        moving ones for ``x / 6`` and the ReLU, [0, 1] for the gate. The layer's output
+        range is added after it like any layer's."""
+
+        def build(self, input_shape: Any) -> None:
+            self.scaled = _moving_range(self, "scaled.")
+            self.shifted = _moving_range(self, "shifted.")
+
+        def call(self, x, training=None):
+            scaled = _fake_quant(x * (1.0 / 6.0), self.scaled, training=training)
+            shifted = _fake_quant(ops.relu(scaled + 0.5), self.shifted, training=training)
+            gate = keras.quantizers.fake_quant_with_min_max_vars(
+                ops.minimum(shifted, 1.0), 0.0, 1.0)
+            return x * gate
 
     @keras.saving.register_keras_serializable(package="mobilectl.qat")
     class QatHardSigmoid(keras.layers.Layer):
@@ -230,7 +258,8 @@ def layer_classes() -> dict[str, Any]:
     return {"Conv2D": QatConv2D, "GroupConv2D": QatConv2D,
             "DepthwiseConv2D": QatDepthwiseConv2D,
             "StridedDilatedDepthwiseConv2D": QatDepthwiseConv2D,
-            "Dense": QatDense, "range": ActivationRange, "hard_sigmoid": QatHardSigmoid}
+            "Dense": QatDense, "range": ActivationRange, "hard_sigmoid": QatHardSigmoid,
+            "hard_swish": QatHardSwish}
 
 
 def weight_bits_of(model: Any) -> int | None:
@@ -245,6 +274,9 @@ def weight_bits_of(model: Any) -> int | None:
 _FUSED = ("relu", "relu6")
 #: Activations whose QAT form carries its own fixed ranges.
 SELF_RANGED = frozenset({"hard_sigmoid"})
+#: Activations rewritten for QAT, by their Keras names: the form each takes.
+REWRITTEN = {"hard_sigmoid": "hard_sigmoid", "hard_swish": "hard_swish",
+             "hard_silu": "hard_swish"}
 #: Ops an activation fuses into.
 _FUSING = QUANTIZED | {"Add"}
 
@@ -346,8 +378,8 @@ def _clone(layer: Any, chosen: _Plan, weight_bits: int) -> Any:
     kind, config = type(layer).__name__, layer.get_config()
     if layer.name in chosen.folds:
         return keras.layers.Identity(name=layer.name)
-    if kind == "Activation" and _activation_of(layer) in SELF_RANGED:
-        return layer_classes()[_activation_of(layer)](name=layer.name)
+    if kind == "Activation" and _activation_of(layer) in REWRITTEN:
+        return layer_classes()[REWRITTEN[_activation_of(layer)]](name=layer.name)
     if kind in QUANTIZED:
         if layer.name in chosen.folds.values():
             config["use_bias"] = True

@@ -58,6 +58,30 @@ def test_batch_norm_folds_exactly_and_ranges_follow_the_integer_graph() -> None:
     np.testing.assert_allclose(twin(before), expected, atol=1e-4)
 
 
+def test_squeeze_excite_and_hard_swish_convert_fully_to_int8() -> None:
+    """MobileNet V3 Small: every op of the QAT model's TFLite is int8 (the hard-sigmoid
+    gates too), and hard-swish is written in the ops XNNPACK runs, not ``HARD_SWISH``."""
+    import keras
+
+    from exporter import tflite
+    from models_keras import build_model
+    from models_keras.training import trained_scales
+    from mobilectl.core.types import Precision
+
+    keras.utils.set_random_seed(0)
+    model = build_model("mobilenet_v3_small", resolution=32, num_classes=10)
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
+    trained_scales(model, x)
+    rewritten = qat.qat_model(model, weight_bits=8)
+    qat.calibrate_ranges(rewritten, x)
+    flatbuffer = tflite.convert(rewritten, precision=Precision.INT8, trained_ranges=True)
+    assert _float_ops(flatbuffer) == []
+    ops = tflite.op_types(flatbuffer)
+    assert "HARD_SWISH" not in ops and "MINIMUM" in ops
+    assert ops.count("QUANTIZE") == 1 and ops.count("DEQUANTIZE") == 1  # the float I/O only
+    assert qat.weight_bits_of(rewritten) == 8 and qat.weight_bits_of(model) is None
+
+
 def test_weight_quantization_grids() -> None:
     """8 and 4 bits: 2**(b-1) - 1 levels each side over the channel's largest weight;
     2 bits: ternary, {-1, 0, 1} times 1.4 mean |w| per channel."""
