@@ -366,8 +366,12 @@ def qat_model(model: Any, *, weight_bits: int) -> Any:
             y = classes["range"](fixed=chosen.ranges[layer.name], name=f"{layer.name}.range")(y)
         return y
 
-    return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone,
-                                    call_function=call)
+    rewritten = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone,
+                                         call_function=call)
+    for layer in rewritten.layers:  # a batch norm no conv absorbs: frozen, as converted
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return rewritten
 
 
 def _clone(layer: Any, chosen: _Plan, weight_bits: int) -> Any:
