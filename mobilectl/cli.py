@@ -53,6 +53,18 @@ KnobOpt = Annotated[Optional[list[str]], typer.Option(
     "--knob", metavar="NAME=VALUE",
     help="Any other knob of the model, e.g. cell_repeats=6 (repeatable; see 'mobilectl models').")]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON on stdout for scripts.")]
+# the options of the commands that fine-tune on labelled data (prune, qat)
+TunedModelArg = Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
+                          help="Registry name (with --weights) or a .keras file.")]
+TrainDataOpt = Annotated[str, typer.Option("--data", help="A folder with one sub-folder per "
+                         "class, or a .npz with x and y arrays.")]
+WeightsFileOpt = Annotated[Optional[str], typer.Option("--weights",
+                           help="Local .weights.h5 file for a registry model.")]
+ClassNamesOpt = Annotated[Optional[str], typer.Option("--labels", help="Class names, one per "
+                          "line, in the model's output order.")]
+ValOpt = Annotated[Optional[str], typer.Option("--val", help="A separate validation set.")]
+ValSplitOpt = Annotated[float, typer.Option("--val-split", metavar="FRACTION",
+                        help="Seeded, stratified validation share of --data.")]
 MinRepsOpt = Annotated[Optional[int], typer.Option("--min-reps", help="Repetitions (fresh "
                        "benchmark processes) at least (default: 3; compare: 5).")]
 MaxRepsOpt = Annotated[Optional[int], typer.Option("--max-reps", help="Repetitions at most "
@@ -547,10 +559,8 @@ def eval_cmd(
 
 @app.command("prune")
 def prune_cmd(
-    target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
-                      help="Registry name (with --weights) or a .keras file.")],
-    data: Annotated[str, typer.Option("--data", help="A folder with one sub-folder per class, "
-                    "or a .npz with x and y arrays.")],
+    target: TunedModelArg,
+    data: TrainDataOpt,
     method: Annotated[str, typer.Option("--method", help="l1 or fpgm: remove whole filters "
                       "(ranked by weight norm or distance to the geometric median); magnitude: "
                       "zero single weights (sparse, same shape).")] = "l1",
@@ -564,13 +574,8 @@ def prune_cmd(
                        "multiple of this.")] = 8,
     width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
     groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
-    weights: Annotated[Optional[str], typer.Option("--weights",
-                       help="Local .weights.h5 file for a registry model.")] = None,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, "
-                      "in the model's output order.")] = None,
-    val: Annotated[Optional[str], typer.Option("--val", help="A separate validation set.")] = None,
-    val_split: Annotated[float, typer.Option("--val-split", metavar="FRACTION",
-                         help="Seeded, stratified validation share of --data.")] = DEFAULT_VAL_SPLIT,
+    weights: WeightsFileOpt = None, labels: ClassNamesOpt = None, val: ValOpt = None,
+    val_split: ValSplitOpt = DEFAULT_VAL_SPLIT,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out_file: Annotated[str, typer.Option("--out", help="The pruned .keras file.")] = "pruned.keras",
     as_json: JsonOpt = False,
@@ -598,23 +603,16 @@ def prune_cmd(
 
 @app.command("qat")
 def qat_cmd(
-    target: Annotated[str, typer.Argument(metavar="MODEL_OR_PATH",
-                      help="Registry name (with --weights) or a .keras file.")],
-    data: Annotated[str, typer.Option("--data", help="A folder with one sub-folder per class, "
-                    "or a .npz with x and y arrays.")],
+    target: TunedModelArg,
+    data: TrainDataOpt,
     weight_bits: Annotated[int, typer.Option("--weight-bits", help="8, 4 or 2 (ternary): "
                            "per-channel weights; activations are always 8-bit.")] = 8,
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")] = 3,
     lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate (Adam).")] = 5e-4,
     width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
     groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
-    weights: Annotated[Optional[str], typer.Option("--weights",
-                       help="Local .weights.h5 file for a registry model.")] = None,
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Class names, one per line, "
-                      "in the model's output order.")] = None,
-    val: Annotated[Optional[str], typer.Option("--val", help="A separate validation set.")] = None,
-    val_split: Annotated[float, typer.Option("--val-split", metavar="FRACTION",
-                         help="Seeded, stratified validation share of --data.")] = DEFAULT_VAL_SPLIT,
+    weights: WeightsFileOpt = None, labels: ClassNamesOpt = None, val: ValOpt = None,
+    val_split: ValSplitOpt = DEFAULT_VAL_SPLIT,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out_dir: Annotated[str, typer.Option("--out", help="Folder for the QAT .keras model, its "
                        "int8 artifacts and their manifest.")] = "qat",

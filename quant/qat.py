@@ -23,7 +23,6 @@ Layer names are kept; ranges are layers named ``<layer>.range``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,8 +264,9 @@ def layer_classes() -> dict[str, Any]:
 def weight_bits_of(model: Any) -> int | None:
     """The weight bits ``model`` was rewritten for by :func:`qat_model` (None: it was
     not; it then needs calibrated post-training quantization)."""
-    bits = {layer.weight_bits for layer in model.layers if hasattr(layer, "weight_bits")
-            and type(layer) in set(layer_classes().values())}
+    classes = set(layer_classes().values())
+    bits = {layer.weight_bits for layer in model.layers if type(layer) in classes
+            and hasattr(layer, "weight_bits")}
     return min(bits) if bits else None
 
 
@@ -407,9 +407,3 @@ def calibrate_ranges(model: Any, x: np.ndarray, *, batch_size: int = 64) -> None
     in training mode: the ranges' moving averages start at the first batch)."""
     for start in range(0, len(x), batch_size):
         model(x[start:start + batch_size], training=True)
-
-
-def weights_of(layers: Iterable[Any]) -> int:
-    """How many kernel weights ``layers`` fake-quantize."""
-    return sum(int(np.prod(layer.kernel.shape)) for layer in layers
-               if type(layer).__name__.startswith("Qat"))

@@ -42,4 +42,15 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "accuracy": accuracy}
 
 
+@pytest.fixture(scope="session")
+def digits_npz(tmp_path_factory: pytest.TempPathFactory):
+    """All 1797 digits as a labelled .npz (uint8 pixels ``x``, labels ``y``)."""
+    from models_keras.training import digits_pixels
+
+    pixels, labels = digits_pixels()
+    path = tmp_path_factory.mktemp("digits_npz") / "digits.npz"
+    np.savez(path, x=pixels, y=labels)
+    return path
+
+
 from adb_device.fixtures import adb_server, benchmark_binary, connect_device  # noqa: E402,F401

@@ -95,16 +95,6 @@ def test_l1_and_fpgm_rank_differently() -> None:
     assert int(np.argmin(pruning._scores(kernel, Method.FPGM))) == 5
 
 
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models_keras.training import digits_pixels
-
-    pixels, labels = digits_pixels()
-    path = tmp_path_factory.mktemp("prune") / "digits.npz"
-    np.savez(path, x=pixels, y=labels)
-    return path
-
-
 def test_prune_fine_tunes_and_writes_a_normal_model(digits_model: dict, digits_npz: Path,
                                                     tmp_path: Path, capsys) -> None:
     argv = ["prune", "mobilenet_v1", "-w", "0.25", "-r", "32", "--num-classes", "10",

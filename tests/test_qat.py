@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,16 +17,6 @@ from mobilectl.core.manifest import read_manifest
 from quant import qat
 
 BASE = ["mobilenet_v1", "-w", "0.25", "-r", "32", "--num-classes", "10"]
-
-
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from models_keras.training import digits_pixels
-
-    pixels, labels = digits_pixels()
-    path = tmp_path_factory.mktemp("qat") / "digits.npz"
-    np.savez(path, x=pixels, y=labels)
-    return path
 
 
 def test_batch_norm_folds_exactly_and_ranges_follow_the_integer_graph() -> None:
@@ -96,31 +87,33 @@ def test_weight_quantization_grids() -> None:
     np.testing.assert_allclose(np.max(np.abs(ternary), axis=(0, 1, 2)), level, rtol=1e-5)
 
 
-def _float_ops(flatbuffer: bytes) -> list[str]:
-    """Ops (besides the I/O QUANTIZE/DEQUANTIZE) with a float32 output, and the types
-    of the weight tensors."""
+def _ops(flatbuffer: bytes) -> list[tuple[int, Any, Any]]:
+    """Each op of a .tflite model's main graph: builtin code, the op, the graph."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     graph = model.subgraphs[0]
-    floating = []
-    for op in graph.operators:
-        name = names[model.operatorCodes[op.opcodeIndex].builtinCode]
-        if name not in ("QUANTIZE", "DEQUANTIZE") and any(
-                graph.tensors[i].type == schema.TensorType.FLOAT32 for i in op.outputs):
-            floating.append(name)
-    return floating
+    return [(model.operatorCodes[op.opcodeIndex].builtinCode, op, graph)
+            for op in graph.operators]
+
+
+def _float_ops(flatbuffer: bytes) -> list[str]:
+    """Ops (besides the I/O QUANTIZE/DEQUANTIZE) with a float32 output."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return [names[code] for code, op, graph in _ops(flatbuffer)
+            if names[code] not in ("QUANTIZE", "DEQUANTIZE")
+            and any(graph.tensors[i].type == schema.TensorType.FLOAT32 for i in op.outputs)]
 
 
 def _weight_types(flatbuffer: bytes) -> set[int]:
+    """The tensor types of the conv and depthwise conv weights."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-    graph = model.subgraphs[0]
     convs = {schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D}
-    return {graph.tensors[op.inputs[1]].type for op in graph.operators
-            if model.operatorCodes[op.opcodeIndex].builtinCode in convs}
+    return {graph.tensors[op.inputs[1]].type for code, op, graph in _ops(flatbuffer)
+            if code in convs}
 
 
 def _qat(bits: int, digits_model: dict, digits_npz: Path, out: Path, capsys) -> dict:
