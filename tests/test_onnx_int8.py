@@ -60,7 +60,7 @@ def test_default_target_and_override(digits_model: dict, tmp_path: Path) -> None
                             .read_text())["artifacts"][0]["quantization"]
         assert recipe == {"activations": acts, "weights": "int8", "per_channel": True,
                           "format": "qdq", "calibration_method": "minmax", "target": target,
-                          "symmetric_activations": False}
+                          "symmetric_activations": False, "trained_ranges": False}
 
 
 def test_qoperator_and_symmetric_activations(digits_model: dict, tmp_path: Path) -> None:
