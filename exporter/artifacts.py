@@ -39,6 +39,9 @@ def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
     if options.keep_float:
         names = ",".join(sorted(options.keep_float)).encode()
         tags.append("kf" + hashlib.sha256(names).hexdigest()[:6])
+    if options.layer_precisions and "layer_precisions" in row.accepts:
+        recipe = ",".join(f"{n}={p}" for n, p in options.layer_precisions).encode()
+        tags.append("mx" + hashlib.sha256(recipe).hexdigest()[:6])
     # calibrated int8 (a quantization-aware model brings its own ranges)
     calibrated = options.precision == Precision.INT8 and options.qat_weight_bits is None
     if calibrated and options.calib_samples != DEFAULT_CALIB_SAMPLES:

@@ -36,3 +36,9 @@ def check(options: ExportOptions) -> None:
             shown = flag if isinstance(value, bool) else f"{flag} {value}"
             raise UserError(f"{shown} applies to {takers} only; the formats chosen "
                             f"are {', '.join(options.formats)}")
+    refusing = [row.title for row in chosen if "layer_precisions" not in row.accepts]
+    if options.layer_precisions and refusing:
+        raise UserError(f"a mixed recipe makes TFLite files only, not {', '.join(refusing)}: "
+                        "onnxruntime's CPU kernels have no 16-bit-activation or 4-bit-weight "
+                        "convolutions; give --format tflite (for ONNX, --keep-float leaves "
+                        "layers in float)")

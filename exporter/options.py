@@ -13,7 +13,8 @@ import numpy as np
 from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import MobileVerdict, QuantRecipe, TensorIO
 from mobilectl.core.types import (
-    Activations, CalibrationMethod, Format, IoType, Layout, Precision, QuantFormat, parse,
+    Activations, CalibrationMethod, Format, IoType, LayerPrecision, Layout, Precision,
+    QuantFormat, parse,
 )
 from exporter.onnx_lean import fuses_hard_activations
 from quant.onnx_quant import host_arch, recipe_for
@@ -76,6 +77,8 @@ class ExportOptions:
     # the weight bits a quantization-aware model was trained for (set from the model by
     # the pipeline); None: post-training quantization with calibrated ranges
     qat_weight_bits: int | None = None
+    # a mixed recipe (export --mixed): the layers not at int8, with their precision
+    layer_precisions: tuple[tuple[str, LayerPrecision], ...] = ()
 
     def __post_init__(self) -> None:
         """Plain values (``"int8"``) from library callers become their enum members; a
@@ -98,6 +101,9 @@ class ExportOptions:
                            else bool(self.fuse_hard_activations))
         object.__setattr__(self, "calib_method", parse(CalibrationMethod, self.calib_method,
                                                        flag="--calib-method"))
+        object.__setattr__(self, "layer_precisions", tuple(sorted(
+            (str(name), parse(LayerPrecision, value, flag=f"layer {name}"))
+            for name, value in dict(self.layer_precisions).items())))
 
     def validate(self) -> None:
         """Raise UserError for a bad value or combination that needs no format
@@ -112,6 +118,13 @@ class ExportOptions:
         if self.sparse and self.precision != Precision.FP32:
             raise UserError(f"--sparse works with fp32 only, not {self.precision}: XNNPACK's "
                             "sparse kernels are float, and LiteRT fails to load sparse int8 weights")
+        if self.layer_precisions and self.precision != Precision.INT8:
+            raise UserError("a mixed recipe needs --int8 (int8 is its default precision)")
+        if self.layer_precisions and self.keep_float:
+            raise UserError("--keep-float and a mixed recipe both choose float layers: give "
+                            "one (a mixed recipe names its float layers itself)")
+        if self.layer_precisions and self.io_type == IoType.UINT8:
+            raise UserError("--mixed works with --io float or int8, not uint8")
         if self.keep_float and self.io_type == IoType.UINT8:
             raise UserError("--keep-float works with --io float or int8, not uint8")
         if not 1 <= self.calib_samples <= MAX_CALIB_SAMPLES:

@@ -210,8 +210,9 @@ def trained_ranges(source: SourceModel, options: ExportOptions) -> ExportOptions
     if options.precision != Precision.INT8:
         raise UserError(f"{source.origin} is quantization-aware (int{bits} weights, trained "
                         f"ranges): export it with --int8, not as {options.precision}")
-    if options.keep_float:
-        raise UserError(f"--keep-float does not apply to {source.origin}: a quantization-"
+    if options.keep_float or options.layer_precisions:
+        flag = "--keep-float" if options.keep_float else "--mixed"
+        raise UserError(f"{flag} does not apply to {source.origin}: a quantization-"
                         "aware model keeps the precision it was trained with")
     return replace(options, qat_weight_bits=bits)
 

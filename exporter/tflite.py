@@ -21,7 +21,7 @@ from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import QuantRecipe, TensorInfo, TensorIO
 from mobilectl.core.tfenv import third_party_output
 from mobilectl.core.types import Activations, CalibrationMethod, Format, IoType, Layout, Precision
-from quant import tflite_quant
+from quant import mixed, tflite_quant
 
 METADATA_NAME = "mobilectl"
 
@@ -66,11 +66,36 @@ def _convert_artifact(model: Any, *, options: ExportOptions, calibration: np.nda
                       metadata: dict[str, Any], progress: Progress) -> bytes:
     sparse = " (sparse weights)" if options.sparse else ""
     qat = f" (trained ranges, int{options.qat_weight_bits} weights)" if options.qat_weight_bits else ""
+    if options.layer_precisions:
+        progress(f"convert {model.name} to TFLite, mixed: {mixed_summary(options)}")
+        return convert_mixed(model, calibration, options, metadata=metadata)
     progress(f"convert {model.name} to TFLite {options.precision}{sparse}{qat}")
     data = convert(model, precision=options.precision, calibration=calibration,
                    io_type=options.io_type, keep_float=options.keep_float, sparse=options.sparse,
                    trained_ranges=options.qat_weight_bits is not None)
     return embed_metadata(data, metadata)
+
+
+def mixed_summary(options: ExportOptions) -> str:
+    """``2 float, 5 w4a8, the rest int8``."""
+    counts: dict[str, int] = {}
+    for _, precision in options.layer_precisions:
+        counts[str(precision)] = counts.get(str(precision), 0) + 1
+    return ", ".join([*(f"{n} {p}" for p, n in sorted(counts.items())), "the rest int8"])
+
+
+def convert_mixed(model: Any, calibration: np.ndarray, options: ExportOptions, *,
+                  metadata: dict[str, Any]) -> bytes:
+    """A precision per layer (:mod:`quant.mixed`): the float file with its metadata,
+    quantized by the AI Edge Quantizer with the options' recipe (the quantizer writes
+    weights as offsets past the flatbuffer, so the metadata goes in before)."""
+    try:
+        flat = embed_metadata(mixed.float_flatbuffer(model), metadata)
+    except Exception as exc:  # the converter raises ConverterError with the op list
+        raise _conversion_error(model.name, str(exc)) from None
+    found = mixed.units(flat, weighted=mixed.weighted_layers(model))
+    return mixed.quantize(flat, calibration, found=found, layers=dict(options.layer_precisions),
+                          io_type=options.io_type)
 
 
 def op_types(flatbuffer: bytes) -> list[str]:
@@ -160,9 +185,10 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
     bits = options.qat_weight_bits
     return QuantRecipe(activations=Activations.INT8, weights=f"int{bits or 8}", per_channel=True,
                        format="tflite", calibration_method=CalibrationMethod.MINMAX,
-                       target=options.target, trained_ranges=bits is not None)
+                       target=options.target, trained_ranges=bits is not None,
+                       layers=options.layer_precisions)
 
 
 FORMAT = ExportFormat(name=Format.TFLITE, title="TFLite",
-                      accepts=frozenset({"io_type", "keep_float", "sparse"}), convert=_convert_artifact,
+                      accepts=frozenset({"io_type", "keep_float", "sparse", "layer_precisions"}), convert=_convert_artifact,
                       run=run, io_details=io_details, recipe=recipe)

@@ -31,16 +31,17 @@ def _batch_one(model: Any) -> Any:
 
 def make_converter(model: Any, *, precision: Precision, calibration: np.ndarray | None = None,
                    io_type: IoType = IoType.FLOAT, sparse: bool = False,
-                   trained_ranges: bool = False) -> Any:
+                   trained_ranges: bool = False, int8_graph: bool = False) -> Any:
     """A ``tf.lite.TFLiteConverter`` configured for ``precision`` (batch-1 signature,
     builtin ops only; ``sparse``: the converter's sparse tensor encoding of weights
     that are mostly zero, decoded by DENSIFY ops in float models; ``trained_ranges``:
     a quantization-aware model, whose fake quantization gives every range, converted
-    as it was trained, without a representative dataset)."""
+    as it was trained, without a representative dataset; ``int8_graph``: a float model
+    written with the ops int8 kernels take, for a quantizer to quantize later)."""
     import tensorflow as tf  # heavy: only when a model is converted
 
     if not trained_ranges:  # ops XNNPACK runs (a QAT model was trained on its own ops)
-        model = for_tflite(model, int8=precision == Precision.INT8)
+        model = for_tflite(model, int8=int8_graph or precision == Precision.INT8)
     with third_party_output():  # Keras' export prints a banner and the captured variables
         converter = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -18,7 +18,8 @@ from mobilectl.core.errors import UserError
 
 #: A plain file name or stem: nothing that could leave the output folder.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-TOOLS = ("mobilectl", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
+TOOLS = ("mobilectl", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
+         "ai-edge-quantizer")
 
 
 def is_safe_name(name: str) -> bool:

@@ -18,7 +18,8 @@ from typing import Any
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import folder_lock, write_atomic
 from mobilectl.core.types import (
-    Activations, CalibrationMethod, EpFit, Format, IoType, Layout, MobileEp, Precision,
+    Activations, CalibrationMethod, EpFit, Format, IoType, LayerPrecision, Layout, MobileEp,
+    Precision,
 )
 
 MANIFEST = "manifest.json"
@@ -104,20 +105,27 @@ class QuantRecipe:
     target: str = ""
     symmetric_activations: bool = False
     trained_ranges: bool = False  # ranges learned in quantization-aware training, not calibrated
+    # a mixed recipe (export --mixed): the layers not at int8 and their precision
+    layers: tuple[tuple[str, LayerPrecision], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"activations": str(self.activations), "weights": self.weights,
+        data = {"activations": str(self.activations), "weights": self.weights,
                 "per_channel": self.per_channel, "format": self.format,
                 "calibration_method": str(self.calibration_method), "target": self.target,
                 "symmetric_activations": self.symmetric_activations,
                 "trained_ranges": self.trained_ranges}
+        if self.layers:
+            data["layers"] = {name: str(precision) for name, precision in self.layers}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantRecipe:
         return cls(Activations(data["activations"]), data["weights"], bool(data["per_channel"]),
                    data["format"], CalibrationMethod(data["calibration_method"]),
                    data.get("target", ""), bool(data.get("symmetric_activations", False)),
-                   bool(data.get("trained_ranges", False)))
+                   bool(data.get("trained_ranges", False)),
+                   tuple((name, LayerPrecision(value))
+                         for name, value in data.get("layers", {}).items()))
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,20 @@ class CalibrationMethod(StrEnum):
     PERCENTILE = "percentile"
 
 
+class LayerPrecision(StrEnum):
+    """One layer's precision in a mixed recipe (``export --mixed``): a bit width per
+    layer, as HAQ (Wang et al., 2019) chooses it, from what LiteRT's kernels take."""
+
+    INT4_WEIGHTS = "w4a8"  # 4-bit weights, int8 activations (smallest)
+    INT8 = "int8"  # int8 weights and activations
+    INT16_ACTIVATIONS = "a16w8"  # 16-bit activations, int8 weights (more accurate)
+    FLOAT = "float"  # not quantized
+
+    @property
+    def weight_bits(self) -> int:
+        return {"w4a8": 4, "int8": 8, "a16w8": 8, "float": 32}[self.value]
+
+
 E = TypeVar("E", bound=StrEnum)
 
 #: The validation share of labelled data when neither ``--val`` nor ``--val-split`` is
