@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -27,7 +28,7 @@ from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
 from mobilectl.render import (
     build_table, devices_table, eval_table, export_table, prune_table, qat_table, layers_table, models_table, per_layer_table,
-    profile_table, sensitivity_table, summary_table,
+    mixed_table, profile_table, sensitivity_table, summary_table,
 )
 
 app = typer.Typer(
@@ -246,7 +247,8 @@ def export_cmd(
     int8: Annotated[bool, typer.Option("--int8", metavar="", help="Full-integer int8 (calibrated).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", metavar="", help="float16 weights.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", metavar="", help="Dynamic-range int8 weights.")] = False,
-    formats: Annotated[str, typer.Option("--format", help="tflite, onnx or both.")] = "tflite,onnx",
+    formats: Annotated[Optional[str], typer.Option("--format", help="tflite, onnx or both "
+                       "(default both; tflite with --mixed).")] = None,
     calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR_OR_NPY",
                      help="Images folder or .npy/.npz (default: bundled photos).")] = None,
     calib_samples: Annotated[int, typer.Option("--calib-samples", help="Calibration samples.")] = 64,
@@ -272,6 +274,15 @@ def export_cmd(
                       "are mostly zero (mobilectl prune --method magnitude) in the sparse "
                       "encoding; says whether XNNPACK would run them sparse on --device.")] = False,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Labels file, one per line.")] = None,
+    mixed: Annotated[bool, typer.Option("--mixed", metavar="", help="A precision per layer "
+                     "(w4a8, int8, a16w8, float) chosen by measurement within --budget; "
+                     "TFLite.")] = False,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="--mixed: accuracy=-1pt, "
+                      "size=2MB or latency=5ms (latency on --device, default host).")] = None,
+    minimise: Annotated[Optional[str], typer.Option("--minimise", help="--mixed with an "
+                        "accuracy budget: size or latency (default).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="--mixed: labelled data for "
+                    "top-1 (default: agreement with the float model on held-out inputs).")] = None,
     out_dir: Annotated[str, typer.Option("--out", help="Output folder.")] = "artifacts",
     min_cosine: Annotated[float, typer.Option(help="Quantized: minimum cosine.")] = 0.98,
     min_sqnr: Annotated[float, typer.Option(help="Quantized: minimum SQNR in dB.")] = 12.0,
@@ -288,7 +299,7 @@ def export_cmd(
     options = ExportOptions(
         precision=_precision(int8, fp16, dynamic),
         formats=tuple(parse(Format, f.strip(), flag="--format")
-                      for f in formats.split(",") if f.strip()),
+                      for f in (formats or "tflite,onnx").split(",") if f.strip()),
         calib=calib, calib_samples=calib_samples, io_type=parse(IoType, io_type, flag="--io"),
         layout=parse(Layout, layout, flag="--layout"), keep_float=tuple(keep_float or ()),
         labels=_read_labels(labels), seed=seed, target=_target(device),
@@ -300,9 +311,16 @@ def export_cmd(
         symmetric=symmetric, fuse_hard_activations=fuse_hard_swish, sparse=sparse,
         thresholds=Thresholds(max_abs_error=max_abs_error, max_abs_error_fp16=max_abs_error_fp16,
                               min_cosine=min_cosine, min_sqnr_db=min_sqnr, min_top1=min_top1))
-    format_table.check(options)
     knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
                    num_classes=num_classes, **_extra_knobs(knob))
+    if mixed or budget or minimise or data:
+        if formats is None:
+            options = replace(options, formats=(Format.TFLITE,))
+        _mixed_export(target, options, knobs=knobs, weights=weights, budget=budget,
+                      minimise=minimise, data=data, labels=labels, device=device,
+                      out_dir=out_dir, as_json=as_json, mixed=mixed)
+        return
+    format_table.check(options)
     _quiet_tensorflow()
     from exporter.pipeline import export  # lazy: imports TensorFlow/Keras
 
@@ -327,6 +345,49 @@ def export_cmd(
         out.print(export_table(result.entries, str(result.out), width=out.width))
     _note(f"wrote {len(result.entries)} artifact(s) and manifest.json to {result.out}; next: "
           f"mobilectl profile {result.out / 'manifest.json'}")
+
+
+def _mixed_export(target: str, options: Any, *, knobs: dict[str, Any], weights: Optional[str],
+                  budget: Optional[str], minimise: Optional[str], data: Optional[str],
+                  labels: Optional[str], device: Optional[str], out_dir: str, as_json: bool,
+                  mixed: bool) -> None:
+    """``export --mixed --budget``: search, export the chosen recipe, print the trace."""
+    from mobilectl.mixed import Axis, Budget, BudgetNotMet, MixedOptions, mixed_export
+
+    if not mixed:
+        raise UserError("--budget, --minimise and --data apply with --mixed")
+    if budget is None:
+        raise UserError("--mixed needs --budget: accuracy=-1pt, size=2MB or latency=5ms")
+    if options.precision not in (Precision.FP32, Precision.INT8):
+        raise UserError(f"--mixed chooses a precision per layer; it does not take "
+                        f"--{options.precision}")
+    if minimise not in (None, Axis.SIZE, Axis.LATENCY):
+        raise UserError(f"--minimise {minimise!r} is not allowed: size or latency")
+    choice = MixedOptions(Budget.parse(budget), None if minimise is None else Axis(minimise),
+                          device or "host")
+    source = None
+    if data is not None:
+        from mobilectl.evaluate import DataSource  # lazy: pulls numpy
+
+        source = DataSource(data, labels=labels)
+    _quiet_tensorflow()
+    with stage_progress(err, f"mixed {target}") as progress:
+        try:
+            result = mixed_export(target, mixed=choice, options=options, out=Path(out_dir),
+                                  knobs=knobs, weights=weights, data=source, progress=progress)
+        except BudgetNotMet as exc:
+            err.print(f"error: {_one_line(str(exc))}", markup=False, highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
+        except VerificationFailed as exc:
+            err.print(f"error: verification failed: {_one_line(str(exc))}", markup=False,
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        out.print(mixed_table(result.as_dict(), width=out.width))
+    _note(f"wrote {', '.join(result.written)}, manifest.json and mixed.json to {out_dir}")
 
 
 def _sparse_lints(result: Any, *, arch: str) -> dict[str, Any]:

@@ -351,3 +351,27 @@ def qat_table(report: dict[str, Any], *, width: int) -> Table:
     return fitted(f"mobilectl qat: {report['model']}", columns, body, width=width,
                   caption=f"validation {report['val_samples']} samples; trained on "
                           f"{report['train_samples']}")
+
+
+def mixed_table(report: dict[str, Any], *, width: int) -> Table:
+    """``export --mixed``: the recipes the search measured and the one chosen, against
+    uniform int8; then the layers off int8."""
+    columns = (Column("recipe"), Column("off int8", right=True), Column("top-1", right=True),
+               Column("drop", right=True), Column("size", right=True),
+               Column("latency", right=True, drop=1))
+    chosen = report["chosen"]["step"]
+
+    def row(label: str, p: dict[str, Any]) -> list[str]:
+        ms = "-" if p["latency_ms"] is None else f"{p['latency_ms']:.3f} ms"
+        return [label, str(len(p["layers"])), _share(p["top1"]), f"{p['drop_pt']:.2f} pt",
+                f"{p['bytes'] / 1e6:.3f} MB", ms]
+    body = [row(("* " if p["step"] == chosen else "  ") + f"step {p['step']}", p)
+            for p in report["trace"]]
+    body.append(row("  uniform int8", report["uniform_int8"]))
+    off = [c for c in report["layers"] if c["precision"] != "int8"]
+    shown = ", ".join(f"{c['layer']}={c['precision']}" for c in off[:6])
+    more = f" and {len(off) - 6} more" if len(off) > 6 else ""
+    return fitted(f"mobilectl export --mixed: {report['model']}, {report['budget']}",
+                  columns, body, width=width,
+                  caption=f"{report['metric']} (float {report['float_top1']:.3f}); * chosen: "
+                          f"{report['verdict']}; off int8: {shown or 'none'}{more}")
