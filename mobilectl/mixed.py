@@ -392,7 +392,8 @@ def mixed_export(target: str, *, mixed: MixedOptions, options: Any, out: Path,
     into ``out`` with ``options`` (int8) and write ``mixed.json`` beside the manifest."""
     from device_profiles.profile import load_profile
     from exporter import formats
-    from exporter.pipeline import build_or_load, calibrate, export
+    from exporter.pipeline import build_or_load, calibrate, export, metadata_for
+    from exporter.tflite import embed_metadata
     from quant.calibration import check_source
     from quant.mixed import float_flatbuffer, units, weighted_layers
 
@@ -412,7 +413,9 @@ def mixed_export(target: str, *, mixed: MixedOptions, options: Any, out: Path,
     judged = evaluation(source, calib.held_out, data)
     progress("rank the layers by their int8 error (quantization debugger)")
     errors = _errors(source.model, calib.calibration)
-    flat = float_flatbuffer(source.model)
+    # with the artifact's metadata: the sizes measured are those of the files written
+    flat = embed_metadata(float_flatbuffer(source.model),
+                          metadata_for(source, options, formats.get(Format.TFLITE)))
     found = units(flat, weighted=weighted_layers(source.model))
     with tempfile.TemporaryDirectory(prefix="mobilectl-mixed-") as tmp:
         measurer = Measurer(flat=flat, found=found, calibration=calib.calibration,
