@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
@@ -70,3 +73,64 @@ def test_all_same_and_single_stats_line() -> None:
 def test_errors_are_failures(text: str, message: str) -> None:
     with pytest.raises(BenchmarkOutputError, match=message):
         parse_benchmark_output(text)
+
+
+# ---- the fixture corpus: one file per released format ------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmark_model"
+CASES = sorted(p.stem for p in FIXTURES.glob("*.txt"))
+
+
+def _matches(value: object, expected: object) -> bool:
+    if isinstance(expected, float) and isinstance(value, (int, float)):
+        return value == pytest.approx(expected, rel=1e-6)
+    return value == expected
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fixture_corpus(case: str) -> None:
+    text = (FIXTURES / f"{case}.txt").read_text()
+    expected = json.loads((FIXTURES / f"{case}.json").read_text())
+    if "error" in expected:
+        with pytest.raises(BenchmarkOutputError) as failed:
+            parse_benchmark_output(text)
+        assert expected["error"] in str(failed.value)
+        assert "INFO:" not in str(failed.value)
+        return
+    result = parse_benchmark_output(text)
+    for part in ("inference", "warmup"):
+        if part not in expected:
+            continue
+        stats = getattr(result, part)
+        if expected[part] is None:
+            assert stats is None
+            continue
+        for key, want in expected[part].items():
+            assert _matches(getattr(stats, key), want), (part, key, getattr(stats, key))
+    for key in ("init_ms", "first_inference_ms", "memory_init_mb", "memory_overall_mb",
+                "peak_memory_mb"):
+        if key in expected:
+            assert _matches(getattr(result, key), expected[key]), (key, getattr(result, key))
+    placements = {d.delegate: d.placement for d in result.delegations}
+    assert placements == expected.get("delegations", {})
+    for name in ("gpu", "nnapi"):
+        for key, want in expected.get(name, {}).items():
+            assert getattr(result.delegation(name), key) == want, (name, key)
+
+
+def test_corpus_covers_every_release_family() -> None:
+    """TFLite 2.4 (no prefixes), a one-run warm-up, percentiles, LiteRT's peak memory,
+    the Android app's logcat (both formats) and the delegate outcomes."""
+    for needed in ("tflite-2.4-no-prefix", "tflite-2.7-single-warmup-scientific",
+                   "tflite-2.10-percentiles", "litert-peak-memory", "android-app-logcat",
+                   "android-app-logcat-brief", "gpu-partial-old", "gpu-partial-new",
+                   "nnapi-not-executed", "gpu-unsupported-platform", "gpu-init-failed"):
+        assert needed in CASES
+        assert (FIXTURES / f"{needed}.json").is_file()
+
+
+def test_unknown_lines_are_ignored_and_error_names_the_last_meaningful_line() -> None:
+    text = MODERN.replace("INFO: Initialized", "INFO: Something new in a later release\nINFO: Initialized")
+    assert parse_benchmark_output(text).inference.count == 1000
+    with pytest.raises(BenchmarkOutputError, match=r"last: Segmentation fault"):
+        parse_benchmark_output("INFO: STARTING!\nSegmentation fault\nINFO: bye\n")
