@@ -103,12 +103,16 @@ class AdbClient:
         values = (done.stdout.splitlines() + [""] * 4)[:4]
         return AdbDevice(serial, "device", *(v.strip() for v in values))
 
-    def shell(self, serial: str, argv: list[str], *, timeout: float | None = None) -> str:
+    def shell(self, serial: str, argv: list[str], *, timeout: float | None = None,
+              check: bool = True) -> str:
         """Run ``argv`` on the device (each word quoted); return its output; raise
-        DeviceLost / AdbError on failure."""
+        DeviceLost / AdbError on failure (``check=False``: a command that printed
+        something and exited non-zero returns what it printed, for its caller to read)."""
         command = " ".join(shlex.quote(word) for word in argv)
         done = self.run(["shell", command], serial=serial, timeout=timeout)
         output = done.stdout + done.stderr
+        if done.returncode != 0 and not check and output.strip() and not LOST.search(output):
+            return output
         if done.returncode != 0:
             if LOST.search(output) or not output.strip() or not self.alive(serial):
                 raise DeviceLost(f"{serial}: device lost ({_last_line(done) or 'no answer'})")

@@ -24,7 +24,8 @@ from device_profiles.device_state import (
     DeviceState, TooHot, big_cores_mask, parse_state, state_flags, wait_cool, STATE_SCRIPT,
 )
 from device_profiles.inspect import input_dims, precision_of
-from device_profiles.measurement import BackendRun, Latency, Measurement
+from device_profiles.bench_tool import ToolCapabilities, tool_capabilities
+from device_profiles.measurement import BackendRun, Latency, Measurement, delegate_flags
 from device_profiles.onnx_cost import dims_text
 from device_profiles.op_tables import NoOpTables, parse_op_tables
 from device_profiles.parse import BenchmarkOutputError, parse_benchmark_output
@@ -188,12 +189,15 @@ def _measurement(artifact: Artifact, *, device: str, threads: int, delegate: str
                                 for f in state_flags(before, after)))
     repeats = Repeated.of([r.latency.median_ms for r in runs], policy)
     latency = dataclasses.replace(run.latency, median_ms=repeats.median_ms)
+    on_device = run.backend.startswith("benchmark_model")
     return Measurement(artifact.path.name, artifact.model, artifact.fmt, artifact.precision,
                        artifact.macs, artifact.params, artifact.path.stat().st_size, device,
                        run.backend, threads, delegate, latency, run.init_ms, run.peak_memory_mb,
                        peak_gmacs, *layers, run.first_inference_ms, repeats,
                        states[0][0] if states else None, states[-1][1] if states else None,
-                       flags, _sparse_lint(artifact, arch))
+                       flags, _sparse_lint(artifact, arch), run.delegation,
+                       delegate_flags(delegate, run.delegation) if on_device else (),
+                       run.tool_version)
 
 
 def _sparse_lint(artifact: Artifact, arch: str) -> SparseLint | None:
@@ -435,6 +439,7 @@ class _DeviceBench:
     pushed: set[str] = field(default_factory=set)
     mask: str | None = None  # the cores benchmark_model is pinned to
     fixed_performance: bool = False  # turned on here: turn it off at the end
+    tool: ToolCapabilities | None = None  # what the pushed benchmark_model can report
     states: dict[int, list[tuple[DeviceState, DeviceState]]] = field(default_factory=dict)
 
     @property
@@ -445,6 +450,8 @@ class _DeviceBench:
         self.client.shell(self.serial, ["mkdir", "-p", REMOTE])
         self.client.push(self.serial, binary, f"{REMOTE}/benchmark_model")
         self.client.shell(self.serial, ["chmod", "755", f"{REMOTE}/benchmark_model"])
+        self.tool = tool_capabilities(self.client, self.serial, binary,
+                                      remote=f"{REMOTE}/benchmark_model", abi=self.profile.abi)
         self.mask = self.profile.affinity_mask or big_cores_mask(self.state())
         self.fixed_performance = self.performance_mode(True)
         self.result.summary.setdefault("fixed_performance_mode", {})[self.serial] = \
@@ -484,6 +491,7 @@ class _DeviceBench:
         """benchmark_model's output on ``artifact`` (pushed on first use)."""
         threads, runs, warmup = _settings(self.profile, self.options)
         remote = f"{REMOTE}/{artifact.path.name}"
+        timeout = self.options.timeout_s or max(120.0, 2.0 * (runs + warmup))
         if remote not in self.pushed:
             self.client.push(self.serial, artifact.path, remote)
             self.pushed.add(remote)
@@ -492,8 +500,9 @@ class _DeviceBench:
             *pin, f"{REMOTE}/benchmark_model", f"--graph={remote}", f"--num_threads={threads}",
             f"--num_runs={runs}", f"--warmup_runs={warmup}",
             *DELEGATE_FLAGS[self.options.delegate], *_input_flags(artifact),
-            *(["--enable_op_profiling=true"] if profiled else [])],
-            timeout=self.options.timeout_s or max(120.0, 2.0 * (runs + warmup)))
+            *(self.tool.extra_flags(timeout) if self.tool else ()),
+            *(["--enable_op_profiling=true"] if profiled else [])], timeout=timeout,
+            check=False)  # a failed run's own words are in its output: the parser reads them
 
     def run(self, artifact: Artifact, i: int, count: int, rep: int) -> BackendRun | str:
         """One repetition, or why it failed."""
@@ -506,14 +515,20 @@ class _DeviceBench:
         except DeviceLost as exc:
             self.result.failures.append(f"{artifact.path.name}: {exc}")
             raise
-        except (AdbError, BenchmarkOutputError) as exc:
+        except AdbError as exc:
             return f"{artifact.path.name} on {self.serial}: {exc}"
+        except BenchmarkOutputError as exc:
+            return f"{artifact.path.name} on {self.serial}: benchmark_model: {exc}"
         stats = parsed.inference
         latency = Latency(stats.count, stats.median_ms or stats.avg_ms, stats.p5_ms,
                           stats.p95_ms, stats.avg_ms, stats.std_ms, stats.min_ms, stats.max_ms)
         time.sleep(self.profile.cooldown_s)
-        return BackendRun(latency, parsed.init_ms, parsed.memory_overall_mb,
-                          "benchmark_model (adb)", parsed.first_inference_ms)
+        memory = parsed.peak_memory_mb if parsed.peak_memory_mb is not None \
+            else parsed.memory_overall_mb
+        version = parsed.version or (self.tool.version if self.tool else None)
+        return BackendRun(latency, parsed.init_ms, memory, "benchmark_model (adb)",
+                          parsed.first_inference_ms, parsed.delegation(self.options.delegate),
+                          version)
 
     def layers(self, artifact: Artifact) -> tuple[PerLayer | None, str | None]:
         """One op-profiled run of ``artifact``, joined per layer."""
@@ -613,7 +628,7 @@ def measure(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOpt
     result.warnings += [f"{m.artifact}: {m.per_layer_error}" for m in result.measurements
                         if m.per_layer_error]
     result.warnings += [f"{m.artifact} on {m.device}: {flag}" for m in result.measurements
-                        for flag in m.state_flags]
+                        for flag in (*m.state_flags, *m.delegate_flags)]
     return result
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from device_profiles.parse import Delegation
 from device_profiles.device_state import DeviceState
 from device_profiles.per_layer import LayerError, PerLayer, against_float
 from device_profiles.sparse_lint import SparseLint
@@ -78,6 +79,8 @@ class BackendRun:
     peak_memory_mb: float | None
     backend: str
     first_inference_ms: float | None = None  # the first run after loading (cold)
+    delegation: Delegation | None = None  # what benchmark_model said of the delegate asked for
+    tool_version: str | None = None  # the version benchmark_model printed, if any
 
     @classmethod
     def combined(cls, parts: Sequence[BackendRun]) -> BackendRun:
@@ -90,7 +93,29 @@ class BackendRun:
         peaks = [p.peak_memory_mb for p in parts if p.peak_memory_mb is not None]
         return cls(Latency.combined([p.latency for p in parts]),
                    median([p.init_ms for p in parts]), max(peaks) if peaks else None,
-                   parts[0].backend, median([p.first_inference_ms for p in parts]))
+                   parts[0].backend, median([p.first_inference_ms for p in parts]),
+                   parts[-1].delegation, parts[-1].tool_version)
+
+
+def delegate_flags(requested: str, delegation: Delegation | None) -> tuple[str, ...]:
+    """Why a run may not have used the delegate it asked for: the silent CPU fallback
+    phones are known for (GPU/NNAPI requested, the CPU used for all or part)."""
+    if requested in ("cpu", "xnnpack"):
+        return ()
+    if delegation is None:
+        return (f"{requested} requested, but benchmark_model said nothing of it: the graph "
+                "may have run on the CPU",)
+    why = f" ({delegation.errors[-1]})" if delegation.errors else ""
+    share = (f"{delegation.nodes} of {delegation.total} nodes" if delegation.total is not None
+             else f"{delegation.nodes} nodes" + (f", {delegation.cpu_nodes} left to the CPU"
+                                                 if delegation.cpu_nodes else ""))
+    return {"full": (),
+            "none": (f"{requested} requested, but it ran none of the graph: the CPU ran it"
+                     f"{why}",),
+            "partial": (f"{requested} ran only part of the graph ({share}); the rest ran on "
+                        "the CPU",)}.get(delegation.placement,
+                                         (f"{requested} requested: its share of the graph "
+                                          "was not reported",))
 
 
 @dataclass(frozen=True)
@@ -120,6 +145,9 @@ class Measurement:
     state_after: DeviceState | None = None  # after the last
     state_flags: tuple[str, ...] = ()  # why the runs may not compare (throttled, hotter)
     sparse_lint: SparseLint | None = None  # TFLite with sparse weights: would XNNPACK use them
+    delegation: Delegation | None = None  # the requested delegate's placement (benchmark_model)
+    delegate_flags: tuple[str, ...] = ()  # requested but not (fully) used
+    tool_version: str | None = None  # benchmark_model's version, when it prints one
 
     @property
     def gmacs(self) -> float | None:
@@ -141,6 +169,7 @@ class Measurement:
         data["roofline_fraction"] = self.roofline_fraction
         data["per_layer"] = self.per_layer.as_dict() if self.per_layer else None
         data["sparse_lint"] = self.sparse_lint.as_dict() if self.sparse_lint else None
+        data["delegation"] = self.delegation.as_dict() if self.delegation else None
         if self.repeats:
             data["repeats"]["ci_pct"] = self.repeats.ci_pct
         return data

@@ -304,3 +304,11 @@ def last_meaningful(reading: _Reading, text: str) -> str:
         return reading.meaningful[-1]
     lines = [strip_prefix(raw)[0] for raw in text.splitlines() if raw.strip()]
     return lines[-1] if lines else "empty"
+
+
+def version_in(text: str) -> str | None:
+    """A version the tool printed (``--help`` or a run), if it printed one."""
+    for raw in text.splitlines():
+        if match := _VERSION.search(strip_prefix(raw)[0]):
+            return match.group(1)
+    return None

@@ -17,6 +17,7 @@ from scipy.stats import spearmanr
 
 from device_profiles.html_report import write_html, write_node_data
 from device_profiles.measurement import Measurement, pairs_of, with_float_twins
+from device_profiles.parse import NOT_REPORTED
 from device_profiles.per_layer import LayerError, LayerPair, PerLayer, compare
 from device_profiles.stats import Repeated
 from mobilectl.core.files import write_atomic
@@ -101,6 +102,34 @@ def state_markdown(measurements: Sequence[Measurement]) -> list[str]:
     return lines
 
 
+def delegation_markdown(measurements: Sequence[Measurement]) -> list[str]:
+    """Where benchmark_model placed the graph, for runs that asked for a delegate, and
+    what it did not report (never shown as 0)."""
+    rows = [m for m in measurements if m.delegate not in ("cpu", "xnnpack")
+            and m.backend.startswith("benchmark_model")]
+    lines = []
+    if rows:
+        lines += ["", "Delegate placement (as benchmark_model reported it):", "",
+                  "| model | device | delegate | placement | nodes | partitions | flag |",
+                  "|---|---|---|---|---|---|---|"]
+        for m in rows:
+            d = m.delegation
+            nodes = "-" if d is None or d.nodes is None else (
+                f"{d.nodes}" + (f" of {d.total}" if d.total is not None else ""))
+            lines.append(f"| {m.artifact} | {m.device} | {m.delegate} "
+                         f"| {d.placement if d else 'not reported'} | {nodes} "
+                         f"| {_fmt(d and d.partitions, 'd')} | {'; '.join(m.delegate_flags) or '-'} |")
+    unreported = [m.artifact for m in measurements if m.backend.startswith("benchmark_model")
+                  and m.peak_memory_mb is None]
+    if unreported:
+        lines += ["", f"Peak memory of {', '.join(unreported)}: {NOT_REPORTED}."]
+    versions = sorted({m.tool_version or NOT_REPORTED for m in measurements
+                       if m.backend.startswith("benchmark_model")})
+    if versions:
+        lines += ["", f"benchmark_model version: {', '.join(versions)}."]
+    return lines
+
+
 def _interval(reps: Repeated | None) -> str:
     if reps is None or reps.ci_low_ms is None or reps.ci_high_ms is None:
         return "-"
@@ -160,6 +189,7 @@ def markdown(measurements: Sequence[Measurement], correlation: dict[str, Any],
     if plot_name:
         lines += ["", f"![MACs vs latency]({plot_name})"]
     lines += state_markdown(measurements)
+    lines += delegation_markdown(measurements)
     for m in measurements:
         if m.per_layer:
             lines += ["", *per_layer_markdown(m.artifact, m.per_layer)]

@@ -34,12 +34,17 @@ class LatencyRecord:
     median_ms: float
     sha256: str
     tools: dict[str, str]
+    delegate: str = "cpu"
+    placement: str | None = None  # full/partial/none/unknown with a delegate (benchmark_model)
+    delegated_share: float | None = None  # nodes the delegate took over the graph's, if known
 
     @classmethod
     def of_dict(cls, data: dict[str, Any]) -> LatencyRecord:
         return cls(str(data["path"]), str(data["profile"]), str(data["device"]),
                    tuple(float(x) for x in data["medians_ms"]), float(data["median_ms"]),
-                   str(data["sha256"]), {str(k): str(v) for k, v in data["tools"].items()})
+                   str(data["sha256"]), {str(k): str(v) for k, v in data["tools"].items()},
+                   str(data.get("delegate", "cpu")), data.get("placement"),
+                   data.get("delegated_share"))
 
 
 @dataclass(frozen=True)

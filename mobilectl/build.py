@@ -426,8 +426,11 @@ def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path,
                                   budget.max_size_mb, size_mb <= budget.max_size_mb,
                                   f"{entry.path}: {size_mb:.2f} MB > {budget.max_size_mb} MB "
                                   f"on {budget.profile}"))
-    if not budget.measures_latency or not (entry.format == Format.TFLITE
-                                           or budget.profile == "host"):
+    if not (entry.format == Format.TFLITE or budget.profile == "host"):
+        return checks
+    if budget.require_delegate is not None:
+        checks.append(_delegate_check(budget, entry, out, cache, gate, progress))
+    if not budget.measures_latency:
         return checks
     record, why = _measure(out / entry.path, entry, budget.profile, cache, gate.measure_with,
                            progress)
@@ -444,6 +447,27 @@ def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path,
     if budget.max_regression_pct is not None and gate.baseline is not None:
         checks.append(_regression_check(budget, entry, record, why, gate))
     return checks
+
+
+def _delegate_check(budget: Budget, entry: ManifestEntry, out: Path, cache: Path, gate: Gate,
+                    progress: Progress) -> BudgetCheck:
+    """``require_delegate``: the artifact, run with that delegate, must have all of its
+    graph on it (benchmark_model's own report), or the gate fails."""
+    delegate = budget.require_delegate or ""
+    record, why = _measure(out / entry.path, entry, budget.profile, cache, gate.measure_with,
+                           progress, delegate=delegate)
+    if record is None:
+        return BudgetCheck(entry.path, budget.profile, "delegated_share", None, 1.0, False,
+                           f"{entry.path}: {delegate} delegation not measured on "
+                           f"{budget.profile}: {why}")
+    share = record.delegated_share if record.delegated_share is not None else (
+        1.0 if record.placement == "full" else 0.0 if record.placement == "none" else None)
+    ok = record.placement == "full"
+    text = (f"{entry.path}: {delegate} delegate required on {budget.profile}, but it ran "
+            + ("none" if record.placement == "none" else "part" if record.placement == "partial"
+               else "an unreported share") + " of the graph"
+            + (f" ({100 * share:.0f}% of the nodes)" if share is not None else ""))
+    return BudgetCheck(entry.path, budget.profile, "delegated_share", share, 1.0, ok, text)
 
 
 def _regression_check(budget: Budget, entry: ManifestEntry, record: LatencyRecord | None,
@@ -466,12 +490,13 @@ def _regression_check(budget: Budget, entry: ManifestEntry, record: LatencyRecor
 
 
 def _measure(path: Path, entry: ManifestEntry, profile_name: str, cache: Path,
-             measure_with: ProfileOptions, progress: Progress) -> tuple[LatencyRecord | None, str]:
+             measure_with: ProfileOptions, progress: Progress, *,
+             delegate: str = "cpu") -> tuple[LatencyRecord | None, str]:
     """The latency record of one artifact on a profile's device, and how it was had
     ("measured", "reused") or why there is none. A measurement is reused while its
     inputs are unchanged: the artifact's bytes, the profile, the options, the tools."""
     profile = load_profile(profile_name)
-    options = replace(measure_with, device=profile_name, out=Path("."))
+    options = replace(measure_with, device=profile_name, out=Path("."), delegate=delegate)
     if profile.transport == Transport.LOCAL:  # adb settings are for the phone budgets
         options = replace(options, serials=(), benchmark_binary=None, adb=None, adb_server=None)
     key = hashlib.sha256(json.dumps(
@@ -489,9 +514,11 @@ def _measure(path: Path, entry: ManifestEntry, profile_name: str, cache: Path,
     if not result.measurements:
         return None, "; ".join(result.failures) or "no measurement"
     m = result.measurements[0]
+    d = m.delegation
     record = LatencyRecord(entry.path, profile_name, m.device, m.repeats.medians_ms if m.repeats
                            else (m.latency.median_ms,), m.latency.median_ms, entry.sha256,
-                           tool_versions())
+                           tool_versions(), delegate, d.placement if d else None,
+                           d.nodes / d.total if d and d.nodes is not None and d.total else None)
     stored.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(stored, json.dumps(dataclasses.asdict(record), sort_keys=True).encode())
     return record, "measured"

@@ -185,6 +185,14 @@ def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _delegate_cell(m: dict[str, Any]) -> str:
+    """``gpu full``, ``gpu partial!``, ``gpu none!`` (``!``: a flagged fallback)."""
+    if m.get("delegate") in (None, "cpu", "xnnpack"):
+        return "-"
+    placement = (m.get("delegation") or {}).get("placement", "not reported")
+    return f"{m['delegate']} {placement}" + ("!" if m.get("delegate_flags") else "")
+
+
 def profile_table(summary: dict[str, Any], *, width: int) -> Table:
     """Per-model latency next to the FLOPs proxy: the median of the repetitions with
     its confidence interval and verdict."""
@@ -194,7 +202,8 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
                Column("reps", right=True, drop=5), Column("p5-p95 ms", right=True, drop=7),
                Column("GMAC/s", right=True, drop=8), Column("% roofline", right=True, drop=12),
                Column("load ms", right=True, drop=10), Column("1st ms", right=True, drop=11),
-               Column("peak MB", right=True, drop=9), Column("verdict", drop=4))
+               Column("peak MB", right=True, drop=9), Column("verdict", drop=4),
+               Column("delegate", drop=14))
     body = []
     for m in summary["measurements"]:
         lat, frac, reps = m["latency"], m["roofline_fraction"], m.get("repeats") or {}
@@ -206,7 +215,8 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
                      f"{_num(lat['p5_ms'], '.3f')}-{_num(lat['p95_ms'], '.3f')}",
                      _num(m["gmacs"], ".2f"), "-" if frac is None else f"{100 * frac:.1f}%",
                      _num(m["init_ms"], ".1f"), _num(m["first_inference_ms"], ".2f"),
-                     _num(m["peak_memory_mb"], ".0f"), _verdict(reps, noisy=lat["noisy"])])
+                     _num(m["peak_memory_mb"], ".0f"), _verdict(reps, noisy=lat["noisy"]),
+                     _delegate_cell(m)])
     rho = [f"{k}: {v['rho']:.2f}" for k, v in summary.get("spearman_macs_latency", {}).items()
            if v["rho"] is not None]
     caption = (("Spearman(MACs, latency) " + ("; ".join(rho) if rho else "n/a (< 3 models)")

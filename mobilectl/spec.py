@@ -17,6 +17,7 @@ min_sqnr_db = 15
 max_latency_ms = 25
 max_size_mb = 4
 max_regression_pct = 5           # vs --baseline: fail only on a significant slowdown
+require_delegate = "gpu"         # the whole graph on the GPU (benchmark_model's report)
 confidence = 0.95                # of that judgement
 [artifact.eval]                  # accuracy of every artifact on labelled data
 data = "data/val"                # one sub-folder per class, or a .npz with x and y
@@ -57,7 +58,8 @@ DEFAULT_KEYS = ARTIFACT_KEYS - {"name", "model", "keras", "knobs", "weights", "o
                                 "eval"}
 EVAL_KEYS = {"data", "val", "val_split", "min_top1", "max_top1_drop"}
 THRESHOLD_KEYS = {"max_abs_error", "max_abs_error_fp16", "min_cosine", "min_sqnr_db", "min_top1"}
-BUDGET_KEYS = {"max_latency_ms", "max_size_mb", "max_regression_pct", "confidence"}
+BUDGET_KEYS = {"max_latency_ms", "max_size_mb", "max_regression_pct", "confidence",
+               "require_delegate"}
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -68,6 +70,7 @@ class Budget:
     max_size_mb: float | None = None
     max_regression_pct: float | None = None  # slower than the baseline by more: a failure
     confidence: float = 0.95  # how sure the regression must be
+    require_delegate: str | None = None  # e.g. "gpu": the whole graph must run on it
 
     @property
     def measures_latency(self) -> bool:
@@ -340,7 +343,16 @@ def _budgets(table: dict[str, Any], src: str, prefix: str) -> tuple[Budget, ...]
                             f"{', '.join(profile_names())}")
         _table(limits, f"{prefix}{profile}", src)
         _unknown(limits, BUDGET_KEYS, src, f"{prefix}{profile}.")
+        delegate = limits.get("require_delegate")
+        if delegate is not None:
+            allowed = [d for d in load_profile(profile).delegates if d != "cpu"]
+            if delegate not in allowed:
+                choices = ", ".join(allowed) or f"(none: profile {profile} has no delegate)"
+                raise UserError(f"{src}: key '{prefix}{profile}.require_delegate' = "
+                                f"{delegate!r} is not allowed: one of {choices}")
         for key, value in limits.items():
+            if key == "require_delegate":
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise UserError(f"{src}: key '{prefix}{profile}.{key}' = {value!r} is not "
                                 "allowed: a positive number")
@@ -349,5 +361,5 @@ def _budgets(table: dict[str, Any], src: str, prefix: str) -> tuple[Budget, ...]
                             f"{limits['confidence']!r} is not allowed: between 0 and 1 (e.g. 0.95)")
         budgets.append(Budget(profile, limits.get("max_latency_ms"), limits.get("max_size_mb"),
                               limits.get("max_regression_pct"),
-                              float(limits.get("confidence", 0.95))))
+                              float(limits.get("confidence", 0.95)), delegate))
     return tuple(budgets)

@@ -204,3 +204,128 @@ def test_per_layer_without_op_tables_keeps_whole_model_figures(
     assert code == 0, err
     assert "--per-layer needs --delegate cpu" in err
     assert json.loads(out)["measurements"][0]["per_layer"] is None
+
+
+# ---- benchmark_model as phones print it (older releases, delegates, bad binaries) ----
+
+def test_an_older_release_end_to_end(connect_device, benchmark_binary, small_models,
+                                     tmp_path, capsys) -> None:
+    """TFLite 2.4's format through the real adb client: a one-run warm-up without avg,
+    no percentiles, the old memory line; the flags it does not know are not passed."""
+    device = connect_device(bench_format="tflite-2.4")
+    code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path, "--warmup", "1"),
+                          str(small_models[0])], capsys)
+    assert code == 0, err
+    [m] = json.loads(out)["measurements"]
+    assert m["latency"]["median_ms"] > 0 and m["latency"]["p5_ms"] is None
+    assert m["peak_memory_mb"] > 0  # "Peak memory footprint (MB): init= overall="
+    runs = device.taskset_log()
+    assert runs and not any("--report_peak_memory_footprint" in r or "--max_secs" in r
+                            for r in runs)
+
+
+def test_a_current_release_is_asked_for_peak_memory_and_a_time_limit(
+        connect_device, benchmark_binary, small_models, tmp_path, capsys) -> None:
+    device = connect_device()
+    code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path),
+                          str(small_models[0])], capsys)
+    assert code == 0, err
+    runs = device.taskset_log()
+    assert all("--report_peak_memory_footprint=true" in r and "--max_secs=" in r for r in runs)
+
+
+@pytest.mark.parametrize("gpu_ops, bench_format, says", [
+    (("CONV_2D", "DEPTHWISE_CONV_2D", "ADD"), "litert", "gpu ran only part of the graph"),
+    (("CONV_2D", "DEPTHWISE_CONV_2D", "ADD"), "tflite-2.4", "gpu ran only part of the graph"),
+    ((), "litert", "gpu requested, but it ran none of the graph"),
+    (None, "litert", "GPU acceleration is unsupported on this platform"),
+])
+def test_gpu_delegate_placement_is_reported_and_flagged(
+        gpu_ops, bench_format, says, connect_device, benchmark_binary, small_models, tmp_path,
+        capsys) -> None:
+    """The test device's GPU delegate takes only some op types: partial and zero
+    delegation come through the real adb client, in the table, JSON and report."""
+    device = connect_device(gpu_ops=gpu_ops, bench_format=bench_format)
+    code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path, "--delegate", "gpu"),
+                          str(small_models[0])], capsys)
+    assert code == 0, err
+    [m] = json.loads(out)["measurements"]
+    assert m["delegate"] == "gpu" and m["delegate_flags"] and says in m["delegate_flags"][0]
+    assert any(says in line for line in err.splitlines() if line.startswith("warning:"))
+    placement = m["delegation"]["placement"]
+    assert placement == ("partial" if gpu_ops else "none")
+    if gpu_ops:
+        assert 0 < m["delegation"]["nodes"] and (m["delegation"]["total"] is None
+                                                 or m["delegation"]["nodes"] < m["delegation"]["total"])
+    assert says in (tmp_path / "profile.md").read_text()
+
+
+def test_full_gpu_delegation_raises_no_flag(connect_device, benchmark_binary, small_models,
+                                            tmp_path, capsys) -> None:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    plain = Interpreter(model_path=str(small_models[0]), experimental_op_resolver_type=
+                        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = tuple(sorted({op["op_name"] for op in plain._get_ops_details()}))  # noqa: SLF001
+    device = connect_device(gpu_ops=ops)
+    code, out, err = run([*_profile_args(device, benchmark_binary, tmp_path, "--delegate", "gpu"),
+                          str(small_models[0])], capsys)
+    assert code == 0, err
+    [m] = json.loads(out)["measurements"]
+    assert m["delegation"]["placement"] == "full" and m["delegate_flags"] == []
+
+
+@pytest.mark.parametrize("body, says", [
+    ("#!/bin/sh\nexit 0\n", "printed nothing on the device"),
+    ("#!/bin/sh\necho 'usage: benchmark_model'; echo 'Flags:'; "
+     "echo '\t--graph=\tstring\toptional\tgraph file name'; exit 1\n", "printed its usage text"),
+    ("ELF-for-x86_64\n", "does not run on this arm64-v8a device"),
+])
+def test_bad_binaries_say_what_to_do(body: str, says: str, connect_device, small_models,
+                                     tmp_path, capsys) -> None:
+    binary = tmp_path / "bin" / "benchmark_model"
+    binary.parent.mkdir()
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56 if body.startswith("ELF")
+                       else body.encode())
+    binary.chmod(0o755)
+    device = connect_device()
+    code, out, err = run([*_profile_args(device, binary, tmp_path / "out"),
+                          str(small_models[0])], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(lines) == 1 and "Traceback" not in err, err
+    assert says in lines[0]
+    assert "benchmark_model" in lines[0] or str(binary) in lines[0]
+
+
+def test_build_gate_requires_full_gpu_delegation(connect_device, benchmark_binary, tmp_path,
+                                                 capsys) -> None:
+    """``require_delegate = "gpu"``: a graph the device's GPU delegate takes only in part
+    fails the gate, with the share benchmark_model reported."""
+    device = connect_device(gpu_ops=("CONV_2D", "DEPTHWISE_CONV_2D"))
+    spec = tmp_path / "mobilectl.toml"
+    spec.write_text("""
+[[artifact]]
+name = "net"
+model = "mobilenet_v2"
+knobs = { width_multiplier = 0.35, resolution = 64 }
+formats = ["tflite"]
+[artifact.budgets.pixel]
+require_delegate = "gpu"
+""")
+    code, out, err = run(["build", str(spec), "--out", str(tmp_path / "dist"), "--cache",
+                          str(tmp_path / "cache"), "--serial", device.serial,
+                          "--benchmark-binary", str(benchmark_binary), "--json"], capsys)
+    assert code == 1, err
+    [check] = json.loads(out)["jobs"][0]["budgets"]
+    assert check["metric"] == "delegated_share" and not check["ok"]
+    assert 0 < check["value"] < 1
+    assert "gpu delegate required on pixel, but it ran part of the graph" in check["text"]
+    assert any("--use_gpu=true" in line for line in device.taskset_log())
+
+
+def test_require_delegate_must_be_one_the_profile_has(tmp_path, capsys) -> None:
+    spec = tmp_path / "mobilectl.toml"
+    spec.write_text('[[artifact]]\nname = "n"\nmodel = "mobilenet_v1"\n'
+                    '[artifact.budgets.pixel]\nrequire_delegate = "tpu"\n')
+    code, _, err = run(["build", str(spec), "--out", str(tmp_path / "d")], capsys)
+    assert "require_delegate' = 'tpu' is not allowed: one of gpu, nnapi" in error_line(code, err)

@@ -45,6 +45,8 @@ class DeviceConfig:
     abi: str = "arm64-v8a"
     faults: set[str] = field(default_factory=set)
     slow_seconds: float = 30.0
+    bench_format: str = "litert"  # or "tflite-2.4": the release benchmark_model speaks
+    gpu_ops: tuple[str, ...] | None = None  # op types its GPU delegate takes (None: no GPU)
 
 
 class Connection:
@@ -379,7 +381,10 @@ class TestDevice:
                   .replace("/sys/", f"{self.root}/sys/").replace("/proc/", f"{self.root}/proc/"))
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "HOME": str(self.tmp),
                "MOBILECTL_TEST_DEVICE_FAULTS": ",".join(sorted(self.config.faults)),
-               "MOBILECTL_TEST_DEVICE_ROOT": str(self.root)}
+               "MOBILECTL_TEST_DEVICE_ROOT": str(self.root),
+               "MOBILECTL_TEST_DEVICE_BENCH_FORMAT": self.config.bench_format}
+        if self.config.gpu_ops is not None:
+            env["MOBILECTL_TEST_DEVICE_GPU_OPS"] = ",".join(self.config.gpu_ops)
         proc = subprocess.Popen(["/bin/sh", "-c", mapped], cwd=self.tmp, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
