@@ -223,6 +223,9 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
                 if "spearman_macs_latency" in summary else "")
                + _repeats_caption([m["repeats"] for m in summary["measurements"]
                                    if m.get("repeats")])).removeprefix("; ")
+    if any(m["peak_memory_mb"] is None and str(m.get("backend", "")).startswith("benchmark_model")
+           for m in summary["measurements"]):
+        caption += "; peak MB -: not reported by this benchmark_model"
     return fitted(f"latency on {summary['device']}", columns, body, width=width, caption=caption)
 
 
