@@ -669,7 +669,8 @@ def qat_cmd(
     weight_bits: Annotated[int, typer.Option("--weight-bits", help="8, 4 or 2 (ternary): "
                            "per-channel weights; activations are always 8-bit.")] = 8,
     epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs.")] = 3,
-    lr: Annotated[float, typer.Option("--lr", help="Fine-tuning learning rate (Adam).")] = 1e-4,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Fine-tuning learning rate "
+                  "(Adam); default 1e-4 for 8-bit weights, 5e-4 for 4- and 2-bit.")] = None,
     width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
     groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
     weights: WeightsFileOpt = None, labels: ClassNamesOpt = None, val: ValOpt = None,

@@ -191,3 +191,47 @@ def test_qat_bad_input(digits_model: dict, digits_npz: Path, tmp_path: Path, cap
         code, _, err = run(argv, capsys)
         assert message in error_line(code, err), (argv, err)
     assert not (tmp_path / "q").exists()
+
+
+#: families whose layers QAT cannot fake-quantize, and the layer type that blocks them
+QAT_REFUSED = {"shufflenet_v1": "GroupConv2D", "xception": "SeparableConv2D",
+               "mixnet": "GroupConv2D", "espnetv2": "GroupConv2D",
+               "factorized": "GroupConv2D", "nasnet": "SeparableConv2D"}
+
+
+def _family_cases() -> list[Any]:
+    from models_keras.registry import family_representatives
+
+    return [pytest.param(spec.name, spec.family, id=spec.family)
+            for spec in family_representatives()]
+
+
+@pytest.mark.parametrize("name, family", _family_cases())
+def test_every_family_converts_to_int8_or_is_refused_by_name(name: str, family: str) -> None:
+    """One real QAT conversion per family of the registry: TFLite int8 from the trained
+    ranges with every convolution's weights int8, or a refusal naming the layers."""
+    import keras
+
+    from exporter import tflite
+    from mobilectl.core.errors import UserError
+    from mobilectl.core.types import Precision
+    from models_keras.registry import get_model_spec
+    from models_keras.training import trained_scales
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    spec = get_model_spec(name)
+    knobs = spec.resolve(**({"resolution": 64} if "resolution" in spec.resolve() else {}))
+    model = spec.build(**knobs)
+    if family in QAT_REFUSED:
+        with pytest.raises(UserError, match=rf"cannot fake-quantize \d+ layer\(s\): \S+ "
+                                            rf"\({QAT_REFUSED[family]}"):
+            qat.qat_model(model, weight_bits=8)
+        return
+    x = np.random.default_rng(0).uniform(-1, 1, (8, *model.input_shape[1:])).astype(np.float32)
+    trained_scales(model, x)
+    rewritten = qat.qat_model(model, weight_bits=8)
+    qat.calibrate_ranges(rewritten, x)
+    flatbuffer = tflite.convert(rewritten, precision=Precision.INT8, trained_ranges=True)
+    assert _weight_types(flatbuffer) == {schema.TensorType.INT8}
