@@ -39,7 +39,7 @@ def option_tags(options: ExportOptions, row: ExportFormat) -> list[str]:
     if options.keep_float:
         names = ",".join(sorted(options.keep_float)).encode()
         tags.append("kf" + hashlib.sha256(names).hexdigest()[:6])
-    if options.layer_precisions and "layer_precisions" in row.accepts:
+    if options.layer_precisions and row.layer_precisions:
         recipe = ",".join(f"{n}={p}" for n, p in options.layer_precisions).encode()
         tags.append("mx" + hashlib.sha256(recipe).hexdigest()[:6])
     # calibrated int8 (a quantization-aware model brings its own ranges)

@@ -19,6 +19,11 @@ _OPTION_FLAGS = {"io_type": ("--io", IoType.FLOAT), "layout": ("--layout", Layou
                  "symmetric": ("--symmetric", False), "sparse": ("--sparse", False)}
 
 
+#: why a format takes fewer per-layer precisions than TFLite
+LAYER_PRECISION_LIMITS = {Format.ONNX: "onnxruntime's CPU kernels have no 16-bit-activation "
+                                       "or 4-bit-weight convolutions (they would run in float)"}
+
+
 def get(fmt: Format) -> ExportFormat:
     """The table row of ``fmt``."""
     return FORMATS[fmt]
@@ -36,9 +41,10 @@ def check(options: ExportOptions) -> None:
             shown = flag if isinstance(value, bool) else f"{flag} {value}"
             raise UserError(f"{shown} applies to {takers} only; the formats chosen "
                             f"are {', '.join(options.formats)}")
-    refusing = [row.title for row in chosen if "layer_precisions" not in row.accepts]
-    if options.layer_precisions and refusing:
-        raise UserError(f"a mixed recipe makes TFLite files only, not {', '.join(refusing)}: "
-                        "onnxruntime's CPU kernels have no 16-bit-activation or 4-bit-weight "
-                        "convolutions; give --format tflite (for ONNX, --keep-float leaves "
-                        "layers in float)")
+    for row in chosen:
+        refused = [(n, p) for n, p in options.layer_precisions if p not in row.layer_precisions]
+        if refused:
+            allowed = ", ".join(sorted(row.layer_precisions)) or "none"
+            raise UserError(f"{row.title} takes {allowed} per layer, not {refused[0][1]} "
+                            f"({refused[0][0]}): {LAYER_PRECISION_LIMITS.get(row.name, '')}"
+                            .rstrip(": "))

@@ -17,6 +17,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from exporter import onnx_lean, onnx_mobile
 from exporter.options import ExportFormat, ExportOptions, Progress
 from mobilectl.core.manifest import QuantRecipe, TensorInfo, TensorIO
 from mobilectl.core.tfenv import third_party_output
-from mobilectl.core.types import Activations, Format, Layout, Precision, QuantFormat
+from mobilectl.core.types import Activations, Format, LayerPrecision, Layout, Precision, QuantFormat
 from quant import onnx_quant
 
 DEFAULT_OPSET = 17
@@ -273,10 +274,16 @@ def quantize(proto: Any, options: ExportOptions, calibration: np.ndarray) -> Any
         return onnx_quant.quantize_dynamic(proto)
     if options.precision == Precision.INT8:
         return canonicalize(onnx_quant.quantize_int8(
-            proto, calibration, layout=options.layout, keep_float=options.keep_float,
+            proto, calibration, layout=options.layout, keep_float=float_layers(options),
             activations=options.activations, method=options.calib_method,
             symmetric=options.symmetric, quant_format=options.quant_format))
     return proto
+
+
+def float_layers(options: ExportOptions) -> tuple[str, ...]:
+    """The layers left in float: ``--keep-float`` and a mixed recipe's float layers."""
+    return (*options.keep_float,
+            *(name for name, p in options.layer_precisions if p == LayerPrecision.FLOAT))
 
 
 def _convert_artifact(model: Any, *, options: ExportOptions, calibration: np.ndarray,
@@ -302,8 +309,9 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
         return QuantRecipe(activations=Activations.UINT8, weights=f"int{options.qat_weight_bits}",
                            format=str(QuantFormat.QDQ), target=options.target,
                            trained_ranges=True)
-    return onnx_quant.recipe(options.activations, options.calib_method, target=options.target,
-                             symmetric=options.symmetric, quant_format=options.quant_format)
+    chosen = onnx_quant.recipe(options.activations, options.calib_method, target=options.target,
+                               symmetric=options.symmetric, quant_format=options.quant_format)
+    return replace(chosen, layers=options.layer_precisions)
 
 
 FORMAT = ExportFormat(name=Format.ONNX, title="ONNX",
@@ -311,4 +319,5 @@ FORMAT = ExportFormat(name=Format.ONNX, title="ONNX",
                                          "quant_format", "symmetric",
                                          "fuse_hard_activations"}),
                       convert=_convert_artifact, run=run, io_details=io_details, recipe=recipe,
-                      mobile=onnx_mobile.usability)
+                      mobile=onnx_mobile.usability,
+                      layer_precisions=frozenset({LayerPrecision.INT8, LayerPrecision.FLOAT}))

@@ -165,6 +165,7 @@ class ExportFormat:
             format is quantized (for the manifest).
         mobile: ``(data) -> verdicts``: how the artifact would run with mobile
             execution providers, where the format has a checker (for the manifest).
+        layer_precisions: what a mixed recipe (``export --mixed``) may give a layer.
     """
 
     name: Format
@@ -175,6 +176,8 @@ class ExportFormat:
     io_details: Callable[[bytes], TensorIO]
     recipe: Callable[[ExportOptions], QuantRecipe | None] = lambda options: None
     mobile: Callable[[bytes], tuple[MobileVerdict, ...]] = lambda data: ()
+    #: the precisions a mixed recipe may give a layer in this format
+    layer_precisions: frozenset[LayerPrecision] = frozenset()
 
     def layout(self, options: ExportOptions) -> Layout:
         return options.layout if "layout" in self.accepts else Layout.NHWC

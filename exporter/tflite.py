@@ -20,7 +20,9 @@ from exporter.options import ExportFormat, ExportOptions, Progress
 from mobilectl.core.errors import UserError
 from mobilectl.core.manifest import QuantRecipe, TensorInfo, TensorIO
 from mobilectl.core.tfenv import third_party_output
-from mobilectl.core.types import Activations, CalibrationMethod, Format, IoType, Layout, Precision
+from mobilectl.core.types import (
+    Activations, CalibrationMethod, Format, IoType, LayerPrecision, Layout, Precision,
+)
 from quant import mixed, tflite_quant
 
 METADATA_NAME = "mobilectl"
@@ -190,5 +192,6 @@ def recipe(options: ExportOptions) -> QuantRecipe | None:
 
 
 FORMAT = ExportFormat(name=Format.TFLITE, title="TFLite",
-                      accepts=frozenset({"io_type", "keep_float", "sparse", "layer_precisions"}), convert=_convert_artifact,
-                      run=run, io_details=io_details, recipe=recipe)
+                      accepts=frozenset({"io_type", "keep_float", "sparse"}), convert=_convert_artifact,
+                      run=run, io_details=io_details, recipe=recipe,
+                      layer_precisions=frozenset(LayerPrecision))

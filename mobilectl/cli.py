@@ -276,7 +276,7 @@ def export_cmd(
     labels: Annotated[Optional[str], typer.Option("--labels", help="Labels file, one per line.")] = None,
     mixed: Annotated[bool, typer.Option("--mixed", metavar="", help="A precision per layer "
                      "(w4a8, int8, a16w8, float) chosen by measurement within --budget; "
-                     "TFLite.")] = False,
+                     "TFLite (ONNX: int8 or float per layer).")] = False,
     budget: Annotated[Optional[str], typer.Option("--budget", help="--mixed: accuracy=-1pt, "
                       "size=2MB or latency=5ms (latency on --device, default host).")] = None,
     minimise: Annotated[Optional[str], typer.Option("--minimise", help="--mixed with an "

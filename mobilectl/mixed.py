@@ -191,13 +191,14 @@ def ladder(objective: Axis) -> tuple[LayerPrecision, ...]:
     return tuple(LayerPrecision)
 
 
-def chain(units: Sequence[Any], order: Sequence[int], objective: Axis
+def chain(units: Sequence[Any], order: Sequence[int], objective: Axis, *,
+          allowed: frozenset[LayerPrecision] = frozenset(LayerPrecision)
           ) -> list[tuple[tuple[str, LayerPrecision], ...]]:
     """Recipes from the cheapest to the most accurate. Every layer starts at the
     cheapest rung of the ladder it takes; each step lifts one layer, in ``order`` (unit
     indices, first lifted first), to the next rung, one rung for all at a time (a
     depthwise convolution, which takes no 4-bit weights, starts at int8)."""
-    rungs = ladder(objective)
+    rungs = [p for p in ladder(objective) if p in allowed]  # what the format takes
     current = [next(p for p in rungs if p in u.choices) for u in units]
     recipes = [_recipe(units, current)]
     for rung in rungs[1:]:
@@ -235,9 +236,12 @@ def meets(point: Point, budget: Budget) -> bool:
     return value is not None and value <= budget.limit + 1e-9
 
 
-def search(count: int, measure: Callable[[int], Point], budget: Budget) -> tuple[Point | None, list[Point]]:
+def search(count: int, measure: Callable[[int], Point], budget: Budget, *,
+           prefer: Axis | None = None) -> tuple[Point | None, list[Point]]:
     """Binary search along a chain of ``count`` recipes (cost rising, error falling):
-    the first that meets an accuracy budget, or the last within a size or latency one."""
+    the first that meets an accuracy budget, or the last within a size or latency one.
+    Where the chain breaks that order (a step that measured better than a later one),
+    the best measured point within the budget on ``prefer`` is taken instead."""
     seen: dict[int, Point] = {}
 
     def at(k: int) -> Point:
@@ -248,7 +252,7 @@ def search(count: int, measure: Callable[[int], Point], budget: Budget) -> tuple
     accuracy = budget.axis == Axis.ACCURACY
     cheap, dear = (0, count - 1) if accuracy else (count - 1, 0)
     if meets(at(cheap), budget):  # the cheapest within accuracy, the most accurate within cost
-        return at(cheap), _trace(seen)
+        return _best(at(cheap), seen, budget, prefer), _trace(seen)
     if not meets(at(dear), budget):
         return None, _trace(seen)
     lo, hi = 0, count - 1  # accuracy: lo misses, hi meets; else: lo meets, hi misses
@@ -258,7 +262,16 @@ def search(count: int, measure: Callable[[int], Point], budget: Budget) -> tuple
             hi = mid
         else:
             lo = mid
-    return at(hi if accuracy else lo), _trace(seen)
+    return _best(at(hi if accuracy else lo), seen, budget, prefer), _trace(seen)
+
+
+def _best(found: Point, seen: dict[int, Point], budget: Budget, prefer: Axis | None) -> Point:
+    """``found``, or a measured point within the budget that is better on ``prefer``
+    (ties: the earlier step, the cheaper recipe)."""
+    if prefer is None:
+        return found
+    within = [p for p in seen.values() if meets(p, budget) and p.value(prefer) is not None]
+    return min(within, key=lambda p: (p.value(prefer), p.step), default=found)
 
 
 def _trace(seen: dict[int, Point]) -> list[Point]:
@@ -304,27 +317,33 @@ def _predict(model: Any, x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=64, verbose=0))
 
 
-class Measurer:
-    """Makes and measures the recipes of one search (one float file, one device)."""
+@dataclass(frozen=True)
+class Maker:
+    """How a search makes and runs one format's artifact for a recipe."""
 
-    def __init__(self, *, flat: bytes, found: Sequence[Any], calibration: np.ndarray,
-                 evaluation: Evaluation, profile: Any | None, device: str, work: Path,
-                 model: str, progress: Progress) -> None:
-        self.flat, self.found, self.calibration = flat, found, calibration
+    fmt: Format
+    convert: Callable[[tuple[tuple[str, LayerPrecision], ...]], bytes]
+    run: Callable[[bytes, np.ndarray], np.ndarray]
+
+
+class Measurer:
+    """Makes and measures the recipes of one search (one format, one device)."""
+
+    def __init__(self, *, maker: Maker, found: Sequence[Any], evaluation: Evaluation,
+                 profile: Any | None, device: str, work: Path, model: str,
+                 progress: Progress) -> None:
+        self.maker, self.found = maker, found
         self.evaluation, self.profile, self.device = evaluation, profile, device
         self.work, self.model, self.progress = work, model, progress
 
-    def quantized(self, layers: Sequence[tuple[str, LayerPrecision]]) -> bytes:
-        from quant.mixed import quantize
-
-        return quantize(self.flat, self.calibration, found=self.found, layers=dict(layers))
+    def quantized(self, layers: tuple[tuple[str, LayerPrecision], ...]) -> bytes:
+        return self.maker.convert(layers)
 
     def point(self, step: int, layers: tuple[tuple[str, LayerPrecision], ...]) -> Point:
-        from exporter.tflite import run
         from mobilectl.evaluate import top_k
 
         data = self.quantized(layers)
-        top1 = top_k(run(data, self.evaluation.x), self.evaluation.y, 1)
+        top1 = top_k(self.maker.run(data, self.evaluation.x), self.evaluation.y, 1)
         latency = self.latency(data, f"step{step}") if self.profile is not None else None
         point = Point(step, layers, top1, round(100 * (self.evaluation.float_top1 - top1), 6),
                       len(data), latency)
@@ -337,9 +356,9 @@ class Measurer:
     def _measured(self, data: bytes, name: str, *, per_layer: bool) -> Any:
         from device_profiles.harness import Artifact, ProfileOptions, measure
 
-        path = self.work / f"{name}.tflite"
+        path = self.work / f"{name}.{self.maker.fmt}"
         path.write_bytes(data)
-        artifact = Artifact(path, self.model, Format.TFLITE, Precision.INT8)
+        artifact = Artifact(path, self.model, self.maker.fmt, Precision.INT8)
         result = measure([artifact], self.profile, ProfileOptions(
             device=self.device, per_layer=per_layer, out=self.work / "profile"), lambda s: None)
         if result.failures or not result.measurements:
@@ -354,8 +373,8 @@ class Measurer:
         """Per layer, float time minus int8 time on the device (None: no per-layer
         table there)."""
         times = []
-        for name, layers in (("int8", ()), ("float", tuple((u.layer, LayerPrecision.FLOAT)
-                                                         for u in self.found))):
+        for name, layers in (("int8", ()), ("float", tuple(sorted(
+                (u.layer, LayerPrecision.FLOAT) for u in self.found)))):
             table = self._measured(self.quantized(layers), f"per-layer-{name}",
                                    per_layer=True).per_layer
             if table is None:
@@ -388,24 +407,12 @@ def _errors(model: Any, calibration: np.ndarray) -> dict[str, float]:
 def mixed_export(target: str, *, mixed: MixedOptions, options: Any, out: Path,
                  knobs: dict[str, Any] | None = None, weights: str | None = None,
                  data: Any | None = None, progress: Progress = lambda s: None) -> MixedResult:
-    """Search a recipe for ``target`` within ``mixed.budget``, then export it (TFLite)
-    into ``out`` with ``options`` (int8) and write ``mixed.json`` beside the manifest."""
+    """Search a recipe for ``target`` within ``mixed.budget`` in the one format of
+    ``options`` (int8), export it into ``out`` and write ``mixed.json`` beside it."""
     from device_profiles.profile import load_profile
-    from exporter import formats
-    from exporter.pipeline import build_or_load, calibrate, export, metadata_for
-    from exporter.tflite import embed_metadata
-    from quant.calibration import check_source
-    from quant.mixed import float_flatbuffer, units, weighted_layers
+    from exporter.pipeline import build_or_load, calibrate, export
 
-    mixed.validate()
-    options = replace(options, precision=Precision.INT8)
-    formats.check(replace(options, layer_precisions=(("any", LayerPrecision.FLOAT),)))
-    if options.keep_float:
-        raise UserError("--keep-float and --mixed both choose float layers: give one")
-    check_out_dir(out)
-    check_source(options.calib)
-    if data is not None:
-        data.check()
+    options = _checked(mixed, options, out, data)
     profile = load_profile(mixed.device) if mixed.measures_latency else None
     progress(f"build {target}")
     source = build_or_load(target, knobs=knobs, weights=weights, seed=options.seed)
@@ -413,38 +420,79 @@ def mixed_export(target: str, *, mixed: MixedOptions, options: Any, out: Path,
     judged = evaluation(source, calib.held_out, data)
     progress("rank the layers by their int8 error (quantization debugger)")
     errors = _errors(source.model, calib.calibration)
-    # with the artifact's metadata: the sizes measured are those of the files written
-    flat = embed_metadata(float_flatbuffer(source.model),
-                          metadata_for(source, options, formats.get(Format.TFLITE)))
-    found = units(flat, weighted=weighted_layers(source.model))
+    maker, found, allowed = _maker(source, calib.calibration, options)
     with tempfile.TemporaryDirectory(prefix="mobilectl-mixed-") as tmp:
-        measurer = Measurer(flat=flat, found=found, calibration=calib.calibration,
-                            evaluation=judged, profile=profile, device=mixed.device,
-                            work=Path(tmp), model=source.name, progress=progress)
+        measurer = Measurer(maker=maker, found=found, evaluation=judged, profile=profile,
+                            device=mixed.device, work=Path(tmp), model=source.name,
+                            progress=progress)
         delta = None
         if mixed.measures_latency:
             progress(f"time every layer in int8 and in float on {mixed.device}")
             delta = measurer.delta_ms()
-        recipes = chain(found, order_of(found, errors, delta), mixed.cost_axis)
+        recipes = chain(found, order_of(found, errors, delta), mixed.cost_axis, allowed=allowed)
         progress(f"search {len(recipes)} recipes for {mixed.budget.text}")
         chosen, trace = search(len(recipes), lambda k: measurer.point(k, recipes[k]),
-                               mixed.budget)
+                               mixed.budget, prefer=mixed.objective)
         int8 = next((p for p in trace if not p.layers), None) or measurer.point(-1, ())
-    ranking = ("int8 error per ms float costs over int8 on " + mixed.device if delta
-               else "int8 error (quantization debugger)")
     if chosen is None:
-        best = best_reachable(trace, mixed.budget)
         raise BudgetNotMet(f"--budget {mixed.budget.text} cannot be met: the best reachable "
-                           f"recipe has {_describe(best)}")
+                           f"recipe has {_describe(best_reachable(trace, mixed.budget))}")
     result = MixedResult(source.name, mixed.budget.text, str(mixed.objective), mixed.device,
                          judged.metric, judged.float_top1, chosen, int8, True,
                          verdict(chosen, int8, mixed), _choices(found, errors, delta, chosen),
-                         trace, ranking)
+                         trace, "int8 error per ms float costs over int8 on " + mixed.device
+                         if delta else "int8 error (quantization debugger)")
     result.written = _export_chosen(target, options, chosen, out=out, knobs=knobs,
                                     weights=weights, progress=progress, export=export)
     write_atomic(out / "mixed.json", (json.dumps(result.as_dict(), indent=2, sort_keys=True)
                                       + "\n").encode())
     return result
+
+
+def _checked(mixed: MixedOptions, options: Any, out: Path, data: Any | None) -> Any:
+    """Every check that needs no model, before slow work; the int8 options."""
+    from exporter import formats
+    from quant.calibration import check_source
+
+    mixed.validate()
+    options = replace(options, precision=Precision.INT8)
+    if len(options.formats) != 1:
+        raise UserError(f"--mixed searches one format at a time, not "
+                        f"{','.join(options.formats)}: give --format tflite or --format onnx")
+    formats.check(replace(options, layer_precisions=(("any", LayerPrecision.FLOAT),)))
+    if options.keep_float:
+        raise UserError("--keep-float and --mixed both choose float layers: give one")
+    check_out_dir(out)
+    check_source(options.calib)
+    if data is not None:
+        data.check()
+    return options
+
+
+def _maker(source: Any, calibration: np.ndarray, options: Any
+           ) -> tuple[Maker, list[Any], frozenset[LayerPrecision]]:
+    """How the search makes its format's artifacts, the weighted layers it chooses for,
+    and the precisions the format takes. TFLite quantizes one float file (with the
+    artifact's metadata, so sizes are the written files'); other formats convert
+    through their table row."""
+    from exporter import formats
+    from exporter.pipeline import metadata_for
+    from exporter.tflite import embed_metadata
+    from quant.mixed import float_flatbuffer, quantize, units, weighted_layers
+
+    fmt = options.formats[0]
+    row = formats.get(fmt)
+    metadata = metadata_for(source, options, row)
+    flat = embed_metadata(float_flatbuffer(source.model), metadata)
+    found = units(flat, weighted=weighted_layers(source.model))
+    if fmt == Format.TFLITE:
+        convert = lambda layers: quantize(flat, calibration, found=found, layers=dict(layers))  # noqa: E731
+    else:
+        convert = lambda layers: row.convert(  # noqa: E731
+            source.model, options=replace(options, layer_precisions=layers),
+            calibration=calibration, metadata=metadata, progress=lambda s: None)
+    run = lambda data, x: row.run(data, x, layout=row.layout(options))  # noqa: E731
+    return Maker(fmt, convert, run), found, row.layer_precisions
 
 
 def _export_chosen(target: str, options: Any, chosen: Point, *, out: Path,
@@ -472,16 +520,18 @@ def verdict(chosen: Point, int8: Point, mixed: MixedOptions) -> str:
     axis = mixed.objective
     ours, theirs = chosen.value(axis), int8.value(axis)
     if not chosen.layers:
-        return "uniform int8 is the recipe: " + (
-            "no layer off int8 is faster on this device" if axis == Axis.LATENCY
-            else "it meets the budget and nothing cheaper does")
+        return "uniform int8 is the recipe: " + {
+            Axis.LATENCY: "no layer off int8 is faster on this device",
+            Axis.SIZE: "it meets the budget and nothing smaller does"}.get(
+                axis, "the most accurate recipe measured within the budget")
     if not meets(int8, mixed.budget):
         return f"uniform int8 misses the budget ({_describe(int8)}); the recipe meets it"
     if ours is not None and theirs is not None and ours < theirs:
         return (f"beats uniform int8 on {axis}: {_fmt(axis, ours)} against "
                 f"{_fmt(axis, theirs)}")
     return (f"does not beat uniform int8 on {axis} ({_fmt(axis, ours)} against "
-            f"{_fmt(axis, theirs)}): int8 is the cheapest precision LiteRT runs fast here")
+            f"{_fmt(axis, theirs)})" + (": no recipe with layers off int8 ran faster on "
+                                        "this device" if axis == Axis.LATENCY else ""))
 
 
 def _fmt(axis: Axis, value: float | None) -> str:

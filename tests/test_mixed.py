@@ -213,6 +213,10 @@ def test_library_refuses_a_bad_layer(digits_model: dict, tmp_path: Path) -> None
         export("mobilenet_v1", knobs=digits_model["knobs"], out=tmp_path / "x",
                options=ExportOptions(precision="int8", formats=("tflite",),
                                      layer_precisions=(("stem.convv", "float"),)))
+    with pytest.raises(UserError, match="ONNX takes float, int8 per layer, not w4a8"):
+        export("mobilenet_v1", knobs=digits_model["knobs"], out=tmp_path / "y",
+               options=ExportOptions(precision="int8", formats=("onnx",),
+                                     layer_precisions=(("stem.conv", "w4a8"),)))
     with pytest.raises(UserError, match="layer stem.conv 'w2' is not allowed"):
         ExportOptions(precision="int8", layer_precisions=(("stem.conv", "w2"),))
 
@@ -220,7 +224,7 @@ def test_library_refuses_a_bad_layer(digits_model: dict, tmp_path: Path) -> None
 @pytest.mark.parametrize("args, says", [
     (["--budget", "size=1MB"], "apply with --mixed"),
     (["--mixed"], "--mixed needs --budget"),
-    (["--mixed", "--budget", "size=1MB", "--format", "onnx"], "TFLite files only"),
+    (["--mixed", "--budget", "size=1MB", "--format", "tflite,onnx"], "one format at a time"),
     (["--mixed", "--budget", "accuracy=-1pt", "--minimise", "speed"], "size or latency"),
     (["--mixed", "--budget", "size=1MB", "--keep-float", "stem.conv"], "give one"),
     (["--mixed", "--budget", "latency=1ms", "--device", "nosuchphone"], "nosuchphone"),
@@ -231,3 +235,20 @@ def test_bad_input_one_line_exit_2(args: list[str], says: str, tmp_path: Path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and says in err[0]
     assert not out.exists()
+
+
+def test_onnx_search_chooses_between_int8_and_float(digits_model: dict, digits_val: Path,
+                                                    tmp_path: Path) -> None:
+    """ONNX takes int8 or float per layer (onnxruntime's excluded nodes): a size budget
+    between uniform int8 and float gives the most accurate recipe measured within it."""
+    out = tmp_path / "onnx"
+    assert _cli(["export", *_model_args(digits_model), "--mixed", "--budget", "size=0.5MB",
+                 "--format", "onnx", "--data", str(digits_val), "--out", str(out)]) == 0
+    report = json.loads((out / "mixed.json").read_text())
+    [entry] = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert entry["format"] == "onnx" and entry["bytes"] <= 0.5e6
+    assert set(report["chosen"]["layers"].values()) <= {"float"}
+    assert entry["quantization"].get("layers", {}) == report["chosen"]["layers"]
+    within = [p for p in report["trace"] if p["bytes"] <= 0.5e6]
+    assert report["chosen"]["drop_pt"] == min(p["drop_pt"] for p in within)
+    assert len(report["trace"]) >= 3  # float (too big), int8 and the binary search between
