@@ -352,7 +352,7 @@ def _mixed_export(target: str, options: Any, *, knobs: dict[str, Any], weights: 
                   labels: Optional[str], device: Optional[str], out_dir: str, as_json: bool,
                   mixed: bool) -> None:
     """``export --mixed --budget``: search, export the chosen recipe, print the trace."""
-    from mobilectl.mixed import Axis, Budget, BudgetNotMet, MixedOptions, mixed_export
+    from mobilectl.mixed import Axis, Budget, BudgetNotMet, MixedOptions, mixed_export  # lazy: the stack below loads when a search runs
 
     if not mixed:
         raise UserError("--budget, --minimise and --data apply with --mixed")

@@ -298,7 +298,7 @@ class Evaluation:
 def evaluation(source: Any, held_out: np.ndarray, data: Any | None) -> Evaluation:
     """Labelled data (``data``: a :class:`~mobilectl.evaluate.DataSource`) when given,
     else the held-out inputs labelled by the float model (top-1 agreement)."""
-    from mobilectl.evaluate import top_k
+    from mobilectl.evaluate import top_k  # lazy: the stack below loads when a search runs
 
     resolution = int(source.model.input.shape[1])
     if data is not None:
@@ -311,7 +311,7 @@ def evaluation(source: Any, held_out: np.ndarray, data: Any | None) -> Evaluatio
 
 
 def _predict(model: Any, x: np.ndarray) -> np.ndarray:
-    from mobilectl.core.tfenv import third_party_output
+    from mobilectl.core.tfenv import third_party_output  # lazy: the stack below loads when a search runs
 
     with third_party_output():
         return np.asarray(model.predict(x, batch_size=64, verbose=0))
@@ -340,7 +340,7 @@ class Measurer:
         return self.maker.convert(layers)
 
     def point(self, step: int, layers: tuple[tuple[str, LayerPrecision], ...]) -> Point:
-        from mobilectl.evaluate import top_k
+        from mobilectl.evaluate import top_k  # lazy: the stack below loads when a search runs
 
         data = self.quantized(layers)
         top1 = top_k(self.maker.run(data, self.evaluation.x), self.evaluation.y, 1)
@@ -354,7 +354,7 @@ class Measurer:
         return point
 
     def _measured(self, data: bytes, name: str, *, per_layer: bool) -> Any:
-        from device_profiles.harness import Artifact, ProfileOptions, measure
+        from device_profiles.harness import Artifact, ProfileOptions, measure  # lazy: the stack below loads when a search runs
 
         path = self.work / f"{name}.{self.maker.fmt}"
         path.write_bytes(data)
@@ -395,7 +395,7 @@ class Measurer:
 
 def _errors(model: Any, calibration: np.ndarray) -> dict[str, float]:
     """Each layer's worst int8 error (rmse in quantization steps) over the ops it is in."""
-    from quant.sensitivity import layer_sensitivity
+    from quant.sensitivity import layer_sensitivity  # lazy: the stack below loads when a search runs
 
     errors: dict[str, float] = {}
     for row in layer_sensitivity(model, calibration):
@@ -409,8 +409,8 @@ def mixed_export(target: str, *, mixed: MixedOptions, options: Any, out: Path,
                  data: Any | None = None, progress: Progress = lambda s: None) -> MixedResult:
     """Search a recipe for ``target`` within ``mixed.budget`` in the one format of
     ``options`` (int8), export it into ``out`` and write ``mixed.json`` beside it."""
-    from device_profiles.profile import load_profile
-    from exporter.pipeline import build_or_load, calibrate, export
+    from device_profiles.profile import load_profile  # lazy: the stack below loads when a search runs
+    from exporter.pipeline import build_or_load, calibrate, export  # lazy: the stack below loads when a search runs
 
     options = _checked(mixed, options, out, data)
     profile = load_profile(mixed.device) if mixed.measures_latency else None
@@ -451,8 +451,8 @@ def mixed_export(target: str, *, mixed: MixedOptions, options: Any, out: Path,
 
 def _checked(mixed: MixedOptions, options: Any, out: Path, data: Any | None) -> Any:
     """Every check that needs no model, before slow work; the int8 options."""
-    from exporter import formats
-    from quant.calibration import check_source
+    from exporter import formats  # lazy: the stack below loads when a search runs
+    from quant.calibration import check_source  # lazy: the stack below loads when a search runs
 
     mixed.validate()
     options = replace(options, precision=Precision.INT8)
@@ -475,10 +475,10 @@ def _maker(source: Any, calibration: np.ndarray, options: Any
     and the precisions the format takes. TFLite quantizes one float file (with the
     artifact's metadata, so sizes are the written files'); other formats convert
     through their table row."""
-    from exporter import formats
-    from exporter.pipeline import metadata_for
-    from exporter.tflite import embed_metadata
-    from quant.mixed import float_flatbuffer, quantize, units, weighted_layers
+    from exporter import formats  # lazy: the stack below loads when a search runs
+    from exporter.pipeline import metadata_for  # lazy: the stack below loads when a search runs
+    from exporter.tflite import embed_metadata  # lazy: the stack below loads when a search runs
+    from quant.mixed import float_flatbuffer, quantize, units, weighted_layers  # lazy: the stack below loads when a search runs
 
     fmt = options.formats[0]
     row = formats.get(fmt)
