@@ -198,7 +198,6 @@ class _Reading:
     memory: tuple[float | None, float | None] = (None, None)
     peak_mb: float | None = None
     delegations: dict[str, Delegation] = field(default_factory=dict)
-    version: str | None = None
     errors: list[str] = field(default_factory=list)
     meaningful: list[str] = field(default_factory=list)  # non-INFO lines, for messages
 
@@ -252,8 +251,6 @@ def _read(reading: _Reading, raw: str) -> None:
         return
     if level not in ("INFO", "VERBOSE", "DEBUG"):
         reading.meaningful.append(line)
-    if reading.version is None and (m := _VERSION.search(line)):
-        reading.version = m.group(1)
     if _delegate_line(reading, line):
         return
     if level == "ERROR" or line.startswith(("ERROR", "Error")):
@@ -295,7 +292,7 @@ def parse_benchmark_output(text: str) -> BenchmarkResult:
     return BenchmarkResult(steady[-1], warmup, reading.init_ms, reading.first_ms,
                            reading.memory[0], reading.memory[1], reading.peak_mb,
                            tuple(reading.delegations[k] for k in sorted(reading.delegations)),
-                           reading.version)
+                           version_in(text))
 
 
 def last_meaningful(reading: _Reading, text: str) -> str:

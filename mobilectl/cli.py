@@ -329,9 +329,7 @@ def export_cmd(
             result = export(target, knobs=knobs, weights=weights, options=options,
                             out=Path(out_dir), progress=progress)
         except VerificationFailed as exc:
-            err.print(f"error: verification failed: {_one_line(str(exc))}", markup=False,
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _failed(f"verification failed: {exc}") from None
     for note in result.warnings:
         err.print(f"warning: {note}", markup=False, highlight=False)
     lints = _sparse_lints(result, arch=options.target) if sparse else {}
@@ -376,13 +374,9 @@ def _mixed_export(target: str, options: Any, *, knobs: dict[str, Any], weights: 
             result = mixed_export(target, mixed=choice, options=options, out=Path(out_dir),
                                   knobs=knobs, weights=weights, data=source, progress=progress)
         except BudgetNotMet as exc:
-            err.print(f"error: {_one_line(str(exc))}", markup=False, highlight=False,
-                      soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _failed(str(exc)) from None
         except VerificationFailed as exc:
-            err.print(f"error: verification failed: {_one_line(str(exc))}", markup=False,
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _failed(f"verification failed: {exc}") from None
     if as_json:
         _print_json(result.as_dict())
     else:
@@ -693,9 +687,7 @@ def qat_cmd(
                          weights=weights, labels=labels, val=val, val_split=val_split,
                          progress=progress)
         except VerificationFailed as exc:
-            err.print(f"error: verification failed: {_one_line(str(exc))}", markup=False,
-                      highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _failed(f"verification failed: {exc}") from None
     if as_json:
         _print_json(report.as_dict())
         return
@@ -794,6 +786,13 @@ def build_cmd(
 def _note(message: str) -> None:
     """A hint on stderr (where things went, what to run next)."""
     err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _failed(message: str) -> typer.Exit:
+    """Print ``error: MESSAGE`` on one line; the exit (code 1) to raise: the work ran
+    and missed (verification, a budget), which is not bad input (code 2)."""
+    err.print(f"error: {_one_line(message)}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(1)
 
 
 def _one_line(message: str) -> str:

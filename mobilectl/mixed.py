@@ -304,10 +304,12 @@ def evaluation(source: Any, held_out: np.ndarray, data: Any | None) -> Evaluatio
     if data is not None:
         part = data.evaluated(resolution=resolution, normalization=source.normalization)
         x, y, metric = part.x, part.y, f"top-1 on {data.data}"
+        scores = _predict(source.model, x)
     else:
         x, metric = held_out, "top-1 agreement with the float model"
-        y = np.argmax(_predict(source.model, x), axis=-1)
-    return Evaluation(x.astype(np.float32), y, metric, top_k(_predict(source.model, x), y, 1))
+        scores = _predict(source.model, x)
+        y = np.argmax(scores, axis=-1)
+    return Evaluation(x.astype(np.float32), y, metric, top_k(scores, y, 1))
 
 
 def _predict(model: Any, x: np.ndarray) -> np.ndarray:
