@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 from device_profiles.adb import AdbError
 from device_profiles.parse import version_in
-from mobilectl.core.files import write_atomic
+from mobilectl.core.files import user_cache, write_atomic
 
 _NOT_RUNNABLE = re.compile(r"(?i)exec format error|not executable|cannot execute|"
                            r"syntax error|\bELF\b|unexpected|bad cpu type")
@@ -52,8 +51,7 @@ class ToolCapabilities:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mobilectl" / "benchmark_model" / "capabilities"
+    return user_cache("benchmark_model", "capabilities")
 
 
 def tool_capabilities(client: Any, serial: str, binary: Path, *, remote: str,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,7 @@ from device_profiles.sparse_lint import SparseLint, lint_if_sparse
 from device_profiles.stats import RepeatPolicy, Repeated, interleave
 from mobilectl.core.cost import shape_from_text
 from mobilectl.core.errors import UserError
-from mobilectl.core.files import sha256
+from mobilectl.core.files import sha256, user_cache
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest
 from mobilectl.core.types import Format, Precision
 from quant.onnx_quant import host_arch
@@ -357,8 +356,7 @@ def benchmark_binary(abi: str, given: str | None) -> Path:
 
 
 def binary_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mobilectl" / "benchmark_model"
+    return user_cache("benchmark_model")
 
 
 def run_adb(artifacts: Sequence[Artifact], profile: Profile, options: ProfileOptions,

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 
-def _interpreter(content: bytes, threads: int) -> Any:
+def ready_interpreter(content: bytes, threads: int) -> Any:
+    """LiteRT's interpreter on ``content``, tensors allocated, inputs filled with seeded
+    random values of their types."""
     from ai_edge_litert.interpreter import Interpreter  # heavy: native runtime
 
     runtime = Interpreter(model_content=content, num_threads=threads)
@@ -124,7 +126,7 @@ def tflite_ops(data: bytes, *, threads: int, runs: int, warmup: int) -> dict[str
                                "kernel": None}
         if cut is not None:
             try:
-                runtime = _interpreter(cut, threads)
+                runtime = ready_interpreter(cut, threads)
             except (RuntimeError, ValueError) as exc:
                 row["error"] = str(exc).splitlines()[0][:200]
             else:
@@ -132,7 +134,7 @@ def tflite_ops(data: bytes, *, threads: int, runs: int, warmup: int) -> dict[str
                 plan = {d["op_name"] for d in runtime._get_ops_details()}  # noqa: SLF001
                 row["kernel"] = "xnnpack" if "DELEGATE" in plan else "builtin"
         rows.append(row)
-    whole = time_invoke(_interpreter(data, threads), runs=runs, warmup=warmup)
+    whole = time_invoke(ready_interpreter(data, threads), runs=runs, warmup=warmup)
     return {"ops": rows, "whole_ms": whole,
             "method": "each op cut out of the flatbuffer and timed alone with LiteRT"}
 

@@ -38,6 +38,13 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def user_cache(*parts: str) -> Path:
+    """A path in the user cache: ``$XDG_CACHE_HOME/mobilectl/...``, default
+    ``~/.cache/mobilectl/...`` (binaries, their capabilities, kernel tables, the log)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "mobilectl", *parts)
+
+
 def sha256(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()

@@ -19,6 +19,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from mobilectl.core.files import user_cache
+
 LOG_ENV = "MOBILECTL_LOG"
 LOG_NAME = "mobilectl.log"
 MAX_LOG_BYTES = 8 * 2**20  # a longer log is started afresh
@@ -31,8 +33,7 @@ def log_path() -> Path:
     given = os.environ.get(LOG_ENV)
     if given:
         return Path(given)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mobilectl" / LOG_NAME
+    return user_cache(LOG_NAME)
 
 
 def log_size() -> int:

@@ -1,0 +1,95 @@
+"""What a latency predictor sees of each op of a .tflite file: its kernel type and the
+shape features its time depends on.
+
+The unit is the runtime's op after the converter's fusion (a conv with its batch norm
+and activation is one ``CONV_2D``), as nn-Meter (Zhang et al. 2021) argues the unit of
+latency prediction must be the kernel the runtime runs, not the framework layer. The
+kernel type splits an op type where the runtime runs different code: 1x1 convs are a
+GEMM, k x k convs an indirect GEMM, grouped convs one GEMM per group; each is also split
+by its precision (int8 or float), read from the op's first activation input.
+
+Features are those a runtime's time follows: MACs, the bytes the op reads and writes
+(memory access cost, Ma et al. 2018, ShuffleNet V2), and the shape: output size,
+channels, kernel area, stride and groups.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from device_profiles.tflite_cost import DTYPE_BITS, DTYPES, FlatGraph, RULES
+from mobilectl.core.cost import prod
+
+#: feature names, in the order of :attr:`KernelOp.features`
+FEATURES = ("macs", "in_bytes", "out_bytes", "weight_bytes", "out_elems", "in_channels",
+            "out_channels", "out_hw", "kernel_area", "stride", "groups", "inputs", "broadcast")
+INT_TYPES = frozenset({"int8", "uint8", "int16"})
+
+
+@dataclass(frozen=True)
+class KernelOp:
+    """One op of a file as the predictor sees it."""
+
+    index: int
+    op: str  # the TFLite op type
+    kernel: str  # the kernel type the predictor has a model for, e.g. ``CONV_2D.1x1:int8``
+    name: str  # the op's first output tensor
+    features: tuple[float, ...]
+
+    def feature(self, name: str) -> float:
+        return self.features[FEATURES.index(name)]
+
+
+def _bytes(graph: FlatGraph, index: int) -> int:
+    dtype = DTYPES.get(graph.tensors[index].Type(), "float32")
+    return prod(graph.shapes[index]) * DTYPE_BITS.get(dtype, 32) // 8
+
+
+def _subtype(op: str, weights: tuple[int, ...], cin: int) -> str:
+    """``CONV_2D`` as the code XNNPACK runs: ``.1x1``, ``.kxk`` or ``.grouped``."""
+    if op != "CONV_2D" or len(weights) != 4:
+        return op
+    if weights[3] and cin > weights[3]:
+        return "CONV_2D.grouped"
+    return "CONV_2D.1x1" if weights[1] * weights[2] == 1 else "CONV_2D.kxk"
+
+
+def _precision(graph: FlatGraph, activations: list[int], outputs: list[int]) -> str:
+    first = (activations or outputs or [None])[0]
+    dtype = DTYPES.get(graph.tensors[first].Type(), "float32") if first is not None else "float32"
+    return "int8" if dtype in INT_TYPES else "fp32"
+
+
+def kernel_ops(data: bytes) -> list[KernelOp]:
+    """Every op of the first subgraph, in execution order, as kernel type and features."""
+    graph = FlatGraph(data)
+    return [_kernel_op(graph, i, op, kind) for i, (op, kind) in enumerate(zip(graph.ops, graph.kinds))]
+
+
+def _kernel_op(graph: FlatGraph, index: int, op, kind: str) -> KernelOp:
+    reads, writes = graph.reads(op), graph.writes(op)
+    activations = [t for t in reads if not graph.constant[t]]
+    constants = [t for t in reads if graph.constant[t]]
+    weights = graph.shapes[constants[0]] if constants else ()
+    out = graph.shapes[writes[0]] if writes else ()
+    first_in = graph.shapes[activations[0]] if activations else ()
+    cin = first_in[-1] if first_in else 0
+    cout = out[-1] if out else 0
+    macs_rule, elementwise_rule = RULES.get(kind, (None, None))
+    ins = [graph.shapes[t] for t in reads]
+    macs = macs_rule(graph, op, ins, out) if macs_rule else 0
+    macs = macs or (elementwise_rule(graph, op, ins, out) if elementwise_rule else 0)
+    kernel_area = weights[1] * weights[2] if kind in ("CONV_2D", "DEPTHWISE_CONV_2D") \
+        and len(weights) == 4 else (graph.pool_area(op) if "POOL" in kind else 1)
+    in_hw = first_in[1] * first_in[2] if len(first_in) == 4 else 0
+    out_hw = out[1] * out[2] if len(out) == 4 else 1
+    stride = round(math.sqrt(in_hw / out_hw)) if in_hw and out_hw else 1
+    groups = cin // weights[3] if kind == "CONV_2D" and len(weights) == 4 and weights[3] else 1
+    broadcast = len({prod(graph.shapes[t]) for t in activations}) > 1
+    features = (macs, sum(_bytes(graph, t) for t in activations), sum(_bytes(graph, t) for t in writes),
+                sum(_bytes(graph, t) for t in constants), prod(out) if out else 0, cin, cout,
+                out_hw, kernel_area, stride, groups, len(activations), int(broadcast))
+    kernel = f"{_subtype(kind, weights, cin)}:{_precision(graph, activations, writes)}"
+    name = graph.tensors[writes[0]].Name().decode() if writes else kind
+    return KernelOp(index, kind, kernel, name, tuple(float(f) for f in features))

@@ -1,0 +1,154 @@
+"""Latency prediction from a device's kernel table: one regressor per kernel type.
+
+Each kernel type (``CONV_2D.1x1:int8``, ``DEPTHWISE_CONV_2D:fp32``, ...) gets a model a
+user can read in two parts:
+
+1. a roofline line fitted by non-negative least squares, ``ms = fixed + MACs / rate +
+   bytes / bandwidth``: the kernel's fixed cost, its effective GMAC/s and GB/s on the
+   device (the memory term is Ma et al.'s memory access cost, ShuffleNet V2, 2018);
+2. gradient-boosted trees (scikit-learn, fixed seed) on the log of what the line
+   leaves, from the log of the shape features (:data:`device_profiles.kernels.FEATURES`):
+   the tiling, alignment and threading effects no line has (nn-Meter, Zhang et al.
+   2021, fits such a per-kernel regressor).
+
+A kernel's time is its median less the table's invoke floor; a model's prediction is
+the floor once plus the sum of its ops. An op whose kernel type the table lacks is
+named and left out: the total is then a lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from device_profiles.kernel_table import KernelRow, KernelTable
+from device_profiles.kernels import FEATURES, KernelOp
+
+MIN_MS = 1e-4  # a kernel time below this (0.1 us) is this
+MIN_TREE_ROWS = 8  # fewer rows: the line alone
+_BYTES = [FEATURES.index(f) for f in ("in_bytes", "out_bytes", "weight_bytes")]
+_MACS = FEATURES.index("macs")
+
+
+@dataclass(frozen=True)
+class KernelFit:
+    """What the regressor of one kernel type learned, for a person to read."""
+
+    kernel: str
+    rows: int
+    fixed_us: float
+    gmacs: float | None  # effective GMAC/s of the line (None: MACs do not count)
+    gbs: float | None  # effective GB/s of the line
+    rmspe: float  # in-sample root mean squared percentage error of the whole model
+    trees: bool
+
+
+def _line_inputs(features: np.ndarray) -> np.ndarray:
+    ones = np.ones((features.shape[0], 1))
+    macs = features[:, [_MACS]] / 1e6
+    moved = features[:, _BYTES].sum(axis=1, keepdims=True) / 1e6
+    return np.hstack([ones, macs, moved])
+
+
+def _tree_inputs(features: np.ndarray) -> np.ndarray:
+    return np.log1p(features)
+
+
+class KernelModel:
+    """The line and the trees of one kernel type."""
+
+    def __init__(self, kernel: str, rows: Sequence[KernelRow], floor_ms: float) -> None:
+        from scipy.optimize import nnls  # heavy: scipy
+        from sklearn.ensemble import GradientBoostingRegressor  # heavy: scikit-learn
+
+        features = np.array([r.features for r in rows], dtype=float)
+        target = np.maximum(np.array([r.ms for r in rows]) - floor_ms, MIN_MS)
+        self.kernel = kernel
+        self.coef, _ = nnls(_line_inputs(features), target)
+        base = self._line(features)
+        self.trees = None
+        if len(rows) >= MIN_TREE_ROWS:
+            self.trees = GradientBoostingRegressor(
+                n_estimators=150, max_depth=3, learning_rate=0.05, min_samples_leaf=2,
+                random_state=0).fit(_tree_inputs(features), np.log(target / base))
+        fitted = self.predict(features)
+        self.fit = KernelFit(kernel, len(rows), 1e3 * self.coef[0], _rate(self.coef[1]),
+                             _rate(self.coef[2]), float(np.sqrt(np.mean(
+                                 ((fitted - target) / target) ** 2))), self.trees is not None)
+
+    def _line(self, features: np.ndarray) -> np.ndarray:
+        return np.maximum(_line_inputs(features) @ self.coef, MIN_MS)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Predicted ms (floor excluded) of each row of ``features``."""
+        base = self._line(features)
+        if self.trees is None:
+            return base
+        return base * np.exp(self.trees.predict(_tree_inputs(features)))
+
+
+def _rate(ms_per_million: float) -> float | None:
+    """ms per million MACs (or bytes) as GMAC/s (GB/s); None for a zero coefficient."""
+    return None if ms_per_million <= 0 else 1.0 / ms_per_million
+
+
+@dataclass(frozen=True)
+class OpPrediction:
+    op: KernelOp
+    ms: float | None  # None: no model for its kernel type
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's predicted latency on the table's device."""
+
+    ops: tuple[OpPrediction, ...]
+    floor_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.floor_ms + sum(p.ms or 0.0 for p in self.ops)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Kernel types with no model, in order of first use."""
+        return tuple(dict.fromkeys(p.op.kernel for p in self.ops if p.ms is None))
+
+    @property
+    def lower_bound(self) -> bool:
+        return bool(self.missing)
+
+
+class Predictor:
+    """Every kernel type of a table, fitted once."""
+
+    def __init__(self, table: KernelTable) -> None:
+        by_kernel: dict[str, list[KernelRow]] = {}
+        for row in table.rows:
+            by_kernel.setdefault(row.kernel, []).append(row)
+        self.table = table
+        self.floor_ms = table.floor_ms or 0.0
+        self.models = {k: KernelModel(k, rows, self.floor_ms) for k, rows in sorted(by_kernel.items())}
+
+    @property
+    def fits(self) -> tuple[KernelFit, ...]:
+        return tuple(m.fit for m in self.models.values())
+
+    def predict(self, ops: Sequence[KernelOp]) -> Prediction:
+        """Each op's predicted ms, and the model's total."""
+        times: list[float | None] = [None] * len(ops)
+        for kernel, model in self.models.items():
+            chosen = [i for i, op in enumerate(ops) if op.kernel == kernel]
+            if chosen:
+                found = model.predict(np.array([ops[i].features for i in chosen], dtype=float))
+                for i, value in zip(chosen, found):
+                    times[i] = float(value)
+        return Prediction(tuple(OpPrediction(op, t) for op, t in zip(ops, times)), self.floor_ms)
+
+
+def error_pct(predicted: float, measured: float) -> float:
+    """Signed error of a prediction, in percent of the measurement."""
+    return 100.0 * (predicted - measured) / measured if measured else math.nan

@@ -1,0 +1,204 @@
+"""The calibration grid: the kernels mobile CNNs are made of, at sampled shapes.
+
+Each :class:`Block` is a small Keras graph built with the zoo's own block builders
+(conv + batch norm + activation, depthwise, grouped, squeeze-excite, channel shuffle,
+...), so that TF's converter fuses and writes it exactly as it does the zoo's layers
+(and :mod:`quant.tflite_forms` rewrites it the same way in int8). Every op of the
+converted block is then one kernel to time.
+
+Shapes are sampled, not copied from the zoo: output sides from 1 to 112 pixels and
+channels from 8 to 1280 (the ranges of the zoo's layers at 96 to 224 px and width
+multipliers 0.25 to 2), drawn with a fixed seed under a MAC and a tensor-size cap,
+so the grid is the same on every machine and the zoo's networks are held out whole
+(nn-Meter, Zhang et al. 2021, samples its kernel configurations the same way). The
+grid is ordered round-robin over block kinds, so a calibration stopped by its time
+budget has every kind covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SIDES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112)
+CHANNELS = (8, 12, 16, 24, 32, 40, 48, 64, 72, 80, 96, 112, 120, 144, 160, 192, 240, 256, 288,
+            320, 384, 480, 512, 576, 640, 672, 768, 960, 1024, 1280)
+ACTS = ("relu", "relu6", "hard_swish", None)
+MAX_MACS = 400e6  # one kernel of the zoo at 224 px stays under this
+MAX_ELEMS = 112 * 112 * 144  # the largest activation of the zoo at 224 px
+SEED = 20261201
+
+
+@dataclass(frozen=True)
+class Block:
+    """One calibration graph: a block kind at one shape (``hw``: the output side)."""
+
+    kind: str
+    hw: int
+    cin: int
+    cout: int
+    k: int = 1
+    stride: int = 1
+    groups: int = 1
+    act: str | None = None
+
+    @property
+    def id(self) -> str:
+        act = self.act or "linear"
+        return (f"{self.kind}-h{self.hw}-i{self.cin}-o{self.cout}-k{self.k}-s{self.stride}-"
+                f"g{self.groups}-{act}")
+
+    @property
+    def in_hw(self) -> int:
+        return self.hw * self.stride
+
+
+def _conv(x: Any, b: Block) -> Any:
+    from models_keras.blocks import conv_bn  # heavy: Keras
+
+    return conv_bn(x, b.cout, b.k, strides=b.stride, groups=b.groups, act=b.act, name="k")
+
+
+def _depthwise(x: Any, b: Block) -> Any:
+    from models_keras.blocks import depthwise_bn  # heavy: Keras
+
+    return depthwise_bn(x, b.k, strides=b.stride, act=b.act, name="k")
+
+
+def _dense(x: Any, b: Block) -> Any:
+    from keras import layers  # heavy: Keras
+
+    x = layers.GlobalAveragePooling2D(name="k.pool")(x)
+    x = layers.Dense(b.cout, name="k.fc")(x)
+    return layers.Softmax(name="k.softmax")(x)
+
+
+def _pool(x: Any, b: Block) -> Any:
+    from keras import layers  # heavy: Keras
+
+    pool = layers.MaxPooling2D if b.act == "max" else layers.AveragePooling2D
+    return pool(b.k, strides=b.stride, padding="same", name="k.pool")(x)
+
+
+def _pair(x: Any, b: Block) -> tuple[Any, Any]:
+    from keras import layers  # heavy: Keras
+
+    left = layers.Conv2D(b.cin, 1, name="k.left")(x)
+    return left, layers.Conv2D(b.cin, 1, name="k.right")(x)
+
+
+def _add(x: Any, b: Block) -> Any:
+    from keras import layers  # heavy: Keras
+
+    return layers.Add(name="k.add")(list(_pair(x, b)))
+
+
+def _concat(x: Any, b: Block) -> Any:
+    from keras import layers  # heavy: Keras
+
+    return layers.Concatenate(name="k.concat")(list(_pair(x, b)))
+
+
+def _shuffle(x: Any, b: Block) -> Any:
+    from keras import layers  # heavy: Keras
+
+    from models_keras.layers import ChannelShuffle, ChannelSplit  # heavy: Keras
+
+    left, right = ChannelSplit((b.cin // 2, b.cin - b.cin // 2), name="k.split")(x)
+    right = layers.ReLU(name="k.relu")(right)
+    x = layers.Concatenate(name="k.concat")([left, right])
+    return ChannelShuffle(b.groups, name="k.shuffle")(x)
+
+
+def _squeeze_excite(x: Any, b: Block) -> Any:
+    from models_keras.blocks import squeeze_excite  # heavy: Keras
+
+    gate = "sigmoid" if b.act == "sigmoid" else "hard_sigmoid"
+    return squeeze_excite(x, reduced=max(8, b.cin // 4), name="k", gate=gate)
+
+
+def _activation(x: Any, b: Block) -> Any:
+    from keras import layers  # heavy: Keras
+
+    from models_keras.blocks import activation  # heavy: Keras
+
+    if b.act == "leaky":
+        return layers.LeakyReLU(0.3, name="k.act")(x)
+    return activation(x, b.act, name="k.act")
+
+
+def _pad(x: Any, b: Block) -> Any:
+    from keras import layers  # heavy: Keras
+
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)), name="k.pad")(x)
+    return layers.Cropping2D(((1, 0), (1, 0)), name="k.crop")(x)
+
+
+#: kind -> (builder, how many shapes, the values its knobs take)
+KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
+    "conv1x1": (_conv, 60, {"k": (1,), "stride": (1,), "act": ACTS}),
+    "conv": (_conv, 40, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
+    "gconv": (_conv, 24, {"k": (1, 3), "stride": (1,), "groups": (2, 3, 4, 8), "act": ("relu", None)}),
+    "dw": (_depthwise, 50, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
+    "dense": (_dense, 12, {"cout": (10, 100, 1000)}),
+    "pool": (_pool, 16, {"k": (2, 3), "stride": (1, 2), "act": ("max", "avg")}),
+    "add": (_add, 16, {}),
+    "concat": (_concat, 14, {}),
+    "shuffle": (_shuffle, 14, {"groups": (2, 3, 4, 8)}),
+    "se": (_squeeze_excite, 20, {"act": ("sigmoid", "hard_sigmoid")}),
+    "act": (_activation, 24, {"act": ("relu", "relu6", "hard_swish", "sigmoid", "leaky", "prelu")}),
+    "pad": (_pad, 8, {}),
+}
+
+
+def _fits(b: Block) -> bool:
+    cin_per_group = b.cin // b.groups
+    macs = {"conv1x1": b.hw ** 2 * b.cout * b.cin, "conv": b.hw ** 2 * b.cout * b.k ** 2 * b.cin,
+            "gconv": b.hw ** 2 * b.cout * b.k ** 2 * cin_per_group,
+            "add": 2 * b.hw ** 2 * b.cin ** 2, "concat": 2 * b.hw ** 2 * b.cin ** 2}.get(b.kind, 0)
+    if b.cin % b.groups or b.cout % b.groups or (b.kind == "shuffle" and b.cin % (2 * b.groups)):
+        return False
+    if b.kind == "pool" and b.in_hw < b.k:
+        return False
+    return (macs <= MAX_MACS and max(b.in_hw ** 2 * b.cin, b.hw ** 2 * b.cout) <= MAX_ELEMS
+            and (b.kind != "conv" or b.in_hw >= b.k or b.k == 1))
+
+
+def _sample(kind: str, rng: np.random.Generator) -> Iterator[Block]:
+    _, count, knobs = KINDS[kind]
+    seen: set[str] = set()
+    tries = 0
+    while len(seen) < count and tries < 50 * count:
+        tries += 1
+        hw = int(rng.choice(SIDES[:7] if kind == "dense" else SIDES[1:]))
+        cin = int(rng.choice(CHANNELS))
+        values = {name: options[int(rng.integers(len(options)))] for name, options in knobs.items()}
+        cout = int(values.pop("cout", rng.choice(CHANNELS) if kind in ("conv1x1", "conv", "gconv")
+                              else cin))
+        block = Block(kind, hw, cin, cout, **values)
+        if _fits(block) and block.id not in seen:
+            seen.add(block.id)
+            yield block
+
+
+def grid() -> list[Block]:
+    """Every calibration block, round-robin over kinds (the same list everywhere)."""
+    rng = np.random.default_rng(SEED)
+    per_kind = [list(_sample(kind, rng)) for kind in KINDS]
+    ordered = []
+    for i in range(max(len(blocks) for blocks in per_kind)):
+        ordered += [blocks[i] for blocks in per_kind if i < len(blocks)]
+    return ordered
+
+
+def keras_block(block: Block) -> Any:
+    """The block as a Keras model on a ``(in_hw, in_hw, cin)`` input."""
+    import keras  # heavy: Keras
+
+    side = block.in_hw if block.kind != "dense" else max(1, block.hw)
+    inputs = keras.Input((side, side, block.cin), name="input")
+    outputs = KINDS[block.kind][0](inputs, block)
+    return keras.Model(inputs, outputs, name=block.id.replace(".", "_"))

@@ -1,0 +1,165 @@
+"""Latency prediction held out on whole networks: fit on kernels only, predict the zoo.
+
+1. Calibrate this machine (``mobilectl device calibrate --device host``): the kernel
+   grid's blocks, fp32 and int8, timed one op at a time (resumed if a table exists).
+2. Every registry model at several resolutions and widths, fp32 and int8: converted
+   as ``export`` converts it, predicted from the table (no zoo network is in it), and
+   measured with LiteRT's benchmark tool (``profile --device host``'s backend,
+   ``--repeats`` fresh processes, median of their medians).
+3. Per precision: the share of variants within +-10% and +-20%, the RMSPE, and
+   Spearman(predicted, measured) next to Spearman(MACs, measured).
+
+Usage: python scripts/bench_predict.py [--repeats 3] [--budget-min 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_common import log, publish  # noqa: E402
+
+THREADS = 2
+START, END = "<!-- bench: predict -->", "<!-- /bench: predict -->"
+
+
+def variants(quick: bool) -> list[tuple[str, dict[str, Any]]]:
+    """(registry name, knobs): each model at two resolutions, and at a second width
+    where it has a width knob."""
+    from models_keras.registry import list_models
+
+    found = []
+    for spec in list_models():
+        if quick and spec not in _representatives():
+            continue
+        base = spec.default_resolution
+        low = 64 if base <= 32 else (128 if base < 299 else 160)
+        high = base if base <= 32 or base < 299 else 224
+        found += [(spec.name, {"resolution": low}), (spec.name, {"resolution": high})]
+        if "width_multiplier" in spec.knob_names:
+            knob = spec.knob("width_multiplier")
+            width = min(knob.choices) if knob.choices else 0.5
+            if width == knob.default:
+                width = sorted(knob.choices)[1]
+            found.append((spec.name, {"resolution": high, "width_multiplier": width}))
+    return found
+
+
+def _representatives() -> list[Any]:
+    from models_keras.registry import family_representatives
+
+    return family_representatives()
+
+
+def measure(path: Path, repeats: int) -> list[float]:
+    from device_profiles import host
+
+    return [host.run_tflite(path, threads=THREADS, runs=30, warmup=5).latency.median_ms
+            for _ in range(repeats)]
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    errors = [r["error_pct"] for r in rows]
+    measured = [r["measured_ms"] for r in rows]
+    return {"variants": len(rows),
+            "within_10": sum(abs(e) <= 10 for e in errors) / len(rows),
+            "within_20": sum(abs(e) <= 20 for e in errors) / len(rows),
+            "rmspe": math.sqrt(statistics.mean(e * e for e in errors)),
+            "median_abs_error_pct": statistics.median(abs(e) for e in errors),
+            "spearman_predicted": spearman([r["predicted_ms"] for r in rows], measured),
+            "spearman_macs": spearman([r["macs"] for r in rows], measured),
+            "lower_bounds": sum(r["lower_bound"] for r in rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget-min", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="one model per family")
+    args = parser.parse_args()
+    from mobilectl.core.tfenv import import_quietly
+
+    import_quietly()
+    from device_profiles.profile import load_profile
+    from mobilectl.calibrate import CalibrateOptions, calibrate
+    from mobilectl.core.types import Precision
+    from mobilectl.predict import flatbuffer_of, predict_flatbuffer
+    from device_profiles.predictor import Predictor, error_pct
+
+    start = time.monotonic()
+    done = calibrate(load_profile("host"), CalibrateOptions(budget_min=args.budget_min), log)
+    calibration_s = time.monotonic() - start
+    log(f"kernel table: {len(done.table.rows)} kernels, {done.remaining} blocks left")
+    predictor = Predictor(done.table)
+    rows, folder = [], ROOT / "bench" / "predict-files"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, knobs in variants(args.quick):
+        for precision in (Precision.FP32, Precision.INT8):
+            data, label = flatbuffer_of(name, precision=precision, knobs=knobs, progress=log)
+            path = folder / f"{label}-{precision}.tflite"
+            path.write_bytes(data)
+            prediction, _, macs = predict_flatbuffer(data, predictor)
+            reps = measure(path, args.repeats)
+            ms = statistics.median(reps)
+            rows.append({"model": label, "precision": str(precision), "macs": macs,
+                         "predicted_ms": prediction.total_ms, "measured_ms": ms,
+                         "measured_reps": reps, "error_pct": error_pct(prediction.total_ms, ms),
+                         "lower_bound": prediction.lower_bound, "missing": list(prediction.missing)})
+            log(f"{label} {precision}: predicted {prediction.total_ms:.2f} ms, measured "
+                f"{ms:.2f} ms ({rows[-1]['error_pct']:+.1f}%)")
+            path.unlink()
+    folder.rmdir()
+    by_precision = {p: summary([r for r in rows if r["precision"] == p]) for p in ("fp32", "int8")}
+    text = render(rows, by_precision, done, calibration_s, args)
+    print(text)
+    publish(ROOT, "predict", text, {"summary": by_precision, "rows": rows,
+                                    "fits": [f.__dict__ for f in predictor.fits]}, [],
+            start=START, end=END)
+
+
+def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
+           calibration_s: float, args: argparse.Namespace) -> str:
+    lines = ["## Latency prediction from measured kernels (host, held-out zoo)", "",
+             f"`python scripts/bench_predict.py --repeats {args.repeats} --budget-min "
+             f"{args.budget_min:g}{' --quick' if args.quick else ''}`. The kernel table: "
+             f"{len(done.table.blocks)} calibration blocks, {len(done.table.rows)} kernels, "
+             f"fp32 and int8, {THREADS} threads, {done.table.runtime} "
+             f"(calibration {calibration_s / 60:.1f} min here, resumed where a table existed). "
+             "No zoo network is in the table: every variant below is predicted from kernels "
+             "alone, then measured with LiteRT's benchmark tool (median of "
+             f"{args.repeats} fresh processes, 30 runs each).", "",
+             "| precision | variants | within ±10% | within ±20% | RMSPE | median abs. error "
+             "| Spearman(predicted, measured) | Spearman(MACs, measured) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for precision, s in by_precision.items():
+        lines.append(f"| {precision} | {s['variants']} | {s['within_10']:.0%} | "
+                     f"{s['within_20']:.0%} | {s['rmspe']:.1f}% | {s['median_abs_error_pct']:.1f}% "
+                     f"| {s['spearman_predicted']:.3f} | {s['spearman_macs']:.3f} |")
+    lines += ["", "<details><summary>every variant</summary>", "",
+              "| model | precision | MACs | predicted ms | measured ms [min-max of reps] | error |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        reps = r["measured_reps"]
+        lines.append(f"| {r['model']} | {r['precision']} | {r['macs'] / 1e6:.0f}M | "
+                     f"{r['predicted_ms']:.2f}{' (lower bound)' if r['lower_bound'] else ''} | "
+                     f"{r['measured_ms']:.2f} [{min(reps):.2f}-{max(reps):.2f}] | "
+                     f"{r['error_pct']:+.1f}% |")
+    lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
