@@ -36,6 +36,20 @@ class KernelRow:
 
 
 @dataclass(frozen=True)
+class ChainRow:
+    """A small network of calibration units timed whole: its ops as (kernel type,
+    features), in order, and its median time (what the kernels cost in one graph)."""
+
+    block: str
+    ops: tuple[tuple[str, tuple[float, ...]], ...]
+    ms: float
+
+    @property
+    def precision(self) -> str:
+        return "int8" if any(kernel.endswith(":int8") for kernel, _ in self.ops) else "fp32"
+
+
+@dataclass(frozen=True)
 class KernelTable:
     device: str
     runtime: str  # e.g. "ai-edge-litert 2.3.0" or "benchmark_model sha256:ab12... (v2.16)"
@@ -44,12 +58,15 @@ class KernelTable:
     blocks: tuple[str, ...] = ()  # the calibration blocks measured (resumption skips them)
     floor_ms: float | None = None  # the time of an invoke that does almost nothing
     state: dict[str, Any] = field(default_factory=dict)  # device state, first/last batch
+    chains: tuple[ChainRow, ...] = ()
 
-    def with_batch(self, rows: list[KernelRow], blocks: list[str]) -> KernelTable:
+    def with_batch(self, rows: list[KernelRow], blocks: list[str],
+                   chains: list[ChainRow] = ()) -> KernelTable:
         """This table and one more batch of measured blocks."""
         merged = sorted({*self.blocks, *blocks})
         ordered = sorted((*self.rows, *rows), key=lambda r: (r.block, r.kernel, r.features))
-        return replace(self, rows=tuple(ordered), blocks=tuple(merged))
+        networks = sorted((*self.chains, *chains), key=lambda c: (c.block, c.precision))
+        return replace(self, rows=tuple(ordered), blocks=tuple(merged), chains=tuple(networks))
 
     def kernels(self) -> dict[str, int]:
         """Kernel type -> rows measured."""
@@ -62,14 +79,19 @@ class KernelTable:
         data = asdict(self)
         data["schema"], data["features"] = SCHEMA, list(FEATURES)
         data["rows"] = [{**asdict(r), "features": list(r.features)} for r in self.rows]
+        data["chains"] = [{"block": c.block, "ms": c.ms, "ops": [[k, list(f)] for k, f in c.ops]}
+                          for c in self.chains]
         return data
 
     @classmethod
     def of_dict(cls, data: dict[str, Any]) -> KernelTable:
         rows = tuple(KernelRow(r["block"], r["op"], r["kernel"], tuple(r["features"]), r["ms"])
                      for r in data["rows"])
+        chains = tuple(ChainRow(c["block"], tuple((k, tuple(f)) for k, f in c["ops"]), c["ms"])
+                       for c in data.get("chains", []))
         return cls(data["device"], data["runtime"], int(data["threads"]), rows,
-                   tuple(data["blocks"]), data.get("floor_ms"), dict(data.get("state", {})))
+                   tuple(data["blocks"]), data.get("floor_ms"), dict(data.get("state", {})),
+                   chains)
 
 
 def table_path(device: str) -> Path:

@@ -11,20 +11,25 @@ user can read in two parts:
    the tiling, alignment and threading effects no line has (nn-Meter, Zhang et al.
    2021, fits such a per-kernel regressor).
 
-A kernel's time is its median less the table's invoke floor; a model's prediction is
-the floor once plus the sum of its ops. An op whose kernel type the table lacks is
-named and left out: the total is then a lower bound.
+A kernel's time is its median less the table's invoke floor. Kernels timed alone run
+faster than in a network (their weights and inputs stay in cache between invokes; in a
+graph each op also waits for the last), so a second, three-number stage per precision
+is fitted on the table's chains, small random networks of the grid's units timed whole:
+an op's time in a graph is ``scale x its kernel time + a per-op cost + its bytes /
+a bandwidth``. A model's prediction is the floor once plus its ops. An op whose kernel
+type the table lacks is named and left out: the total is then a lower bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from device_profiles.kernel_table import KernelRow, KernelTable
+from device_profiles.kernel_table import ChainRow, KernelRow, KernelTable
 from device_profiles.kernels import FEATURES, KernelOp
 
 MIN_MS = 1e-4  # a kernel time below this (0.1 us) is this
@@ -96,6 +101,29 @@ def _rate(ms_per_million: float) -> float | None:
 
 
 @dataclass(frozen=True)
+class InGraph:
+    """The in-graph stage of one precision, fitted on the table's chains."""
+
+    precision: str
+    scale: float
+    per_op_us: float
+    gbs: float | None  # bandwidth of the bytes term (None: no such term)
+    chains: int
+    rmspe: float | None  # of the chains' predicted totals (None: no chains)
+
+    def apply(self, kernel_ms: float, moved_bytes: float) -> float:
+        extra = moved_bytes / (self.gbs * 1e6) if self.gbs else 0.0
+        return self.scale * kernel_ms + self.per_op_us / 1e3 + extra
+
+
+ALONE = InGraph("any", 1.0, 0.0, None, 0, None)  # no chains: the kernels' own times
+
+
+def _moved(features: Sequence[float]) -> float:
+    return float(sum(features[i] for i in _BYTES))
+
+
+@dataclass(frozen=True)
 class OpPrediction:
     op: KernelOp
     ms: float | None  # None: no model for its kernel type
@@ -132,20 +160,49 @@ class Predictor:
         self.table = table
         self.floor_ms = table.floor_ms or 0.0
         self.models = {k: KernelModel(k, rows, self.floor_ms) for k, rows in sorted(by_kernel.items())}
+        self.in_graph = {p: self._in_graph(p, [c for c in table.chains if c.precision == p])
+                         for p in ("fp32", "int8")}
+
+    def _alone(self, ops: Sequence[tuple[str, Sequence[float]]]) -> list[float | None]:
+        """Each op's kernel time alone (None: no model for its kernel type)."""
+        times: list[float | None] = [None] * len(ops)
+        for kernel, model in self.models.items():
+            chosen = [i for i, (k, _) in enumerate(ops) if k == kernel]
+            if chosen:
+                found = model.predict(np.array([ops[i][1] for i in chosen], dtype=float))
+                for i, value in zip(chosen, found):
+                    times[i] = float(value)
+        return times
+
+    def _in_graph(self, precision: str, chains: Sequence[ChainRow]) -> InGraph:
+        """Scale, per-op cost and bandwidth by non-negative least squares on the chains
+        of ``precision`` (their kernels' times alone against their whole times)."""
+        from scipy.optimize import nnls  # heavy: scipy
+
+        rows, target = [], []
+        for chain in chains:
+            alone = self._alone(chain.ops)
+            if None in alone:
+                continue
+            rows.append([sum(alone), len(alone) / 1e3, sum(_moved(f) for _, f in chain.ops) / 1e6])
+            target.append(chain.ms - self.floor_ms)
+        if len(rows) < 4:
+            return dataclasses.replace(ALONE, precision=precision)
+        x, y = np.array(rows), np.array(target)
+        coef, _ = nnls(x / y[:, None], np.ones(len(y)))  # relative error, not absolute
+        rmspe = float(np.sqrt(np.mean((x @ coef / y - 1) ** 2)))
+        return InGraph(precision, float(coef[0]), float(coef[1]), _rate(coef[2]), len(rows),
+                       rmspe)
 
     @property
     def fits(self) -> tuple[KernelFit, ...]:
         return tuple(m.fit for m in self.models.values())
 
     def predict(self, ops: Sequence[KernelOp]) -> Prediction:
-        """Each op's predicted ms, and the model's total."""
-        times: list[float | None] = [None] * len(ops)
-        for kernel, model in self.models.items():
-            chosen = [i for i, op in enumerate(ops) if op.kernel == kernel]
-            if chosen:
-                found = model.predict(np.array([ops[i].features for i in chosen], dtype=float))
-                for i, value in zip(chosen, found):
-                    times[i] = float(value)
+        """Each op's predicted ms in the graph, and the model's total."""
+        alone = self._alone([(op.kernel, op.features) for op in ops])
+        times = [None if t is None else self.in_graph[op.kernel.rpartition(":")[2]].apply(
+            t, _moved(op.features)) for op, t in zip(ops, alone)]
         return Prediction(tuple(OpPrediction(op, t) for op, t in zip(ops, times)), self.floor_ms)
 
 

@@ -30,6 +30,8 @@ import exporter
 import models_keras
 import quant
 from device_profiles.harness import Artifact, ProfileOptions, measure
+from device_profiles import kernel_table
+from device_profiles.predictor import Predictor
 from device_profiles.profile import Transport, load_profile
 from exporter import formats as format_table
 from exporter.artifacts import artifact_name, file_model_name
@@ -43,6 +45,7 @@ from mobilectl.core.manifest import (
 from mobilectl.core.tfenv import import_quietly
 from mobilectl.core.types import Format, Precision
 from mobilectl.evaluate import DataSource, Evaluated, evaluate
+from mobilectl.predict import predict_flatbuffer
 from mobilectl.spec import ArtifactSpec, Budget, BuildSpec, EvalGate
 from models_keras.registry import get_model_spec
 from quant.calibration import IMAGE_SUFFIXES
@@ -82,6 +85,7 @@ class BudgetCheck:
     ci_low: float | None = None
     ci_high: float | None = None
     verdict: str | None = None  # "regression", "faster", "no significant change"
+    predicted: bool = False  # latency from the device's kernel table: no device to measure on
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -441,12 +445,38 @@ def _budget_checks(budget: Budget, entry: ManifestEntry, out: Path, cache: Path,
         text = (f"{entry.path}: latency not measured on {budget.profile}: {why}" if median is None
                 else f"{entry.path}: median {median:.3f} ms > {budget.max_latency_ms} ms "
                      f"on {budget.profile}")
-        checks.append(BudgetCheck(entry.path, budget.profile, "latency_ms", median,
-                                  budget.max_latency_ms,
-                                  median is not None and median <= budget.max_latency_ms, text))
+        check = BudgetCheck(entry.path, budget.profile, "latency_ms", median,
+                            budget.max_latency_ms,
+                            median is not None and median <= budget.max_latency_ms, text)
+        checks.append(check if record else _predicted_check(check, out / entry.path, why))
     if budget.max_regression_pct is not None and gate.baseline is not None:
         checks.append(_regression_check(budget, entry, record, why, gate))
     return checks
+
+
+def _predicted_check(check: BudgetCheck, path: Path, why: str) -> BudgetCheck:
+    """A latency budget no device could measure, checked by prediction from the
+    profile's kernel table when it has one (and saying so); else ``check`` as it is."""
+    try:
+        predictor = cached_predictor(check.profile)
+    except UserError:
+        return check
+    prediction, _, _ = predict_flatbuffer(path.read_bytes(), predictor)
+    ms, bound = prediction.total_ms, prediction.lower_bound
+    ok = ms <= check.limit and not bound
+    verdict = ("a lower bound within the budget: cannot tell (no kernel model for "
+               f"{', '.join(prediction.missing)})" if bound and ms <= check.limit
+               else f"{'within' if ok else 'over'} {check.limit} ms")
+    text = (f"{check.artifact}: predicted {'>=' if bound else ''}{ms:.3f} ms on {check.profile} "
+            f"from its kernel table, not measured ({why}): {verdict}")
+    return dataclasses.replace(check, value=ms, ok=ok, text=text, predicted=True)
+
+
+@functools.cache
+def cached_predictor(profile: str) -> Predictor:
+    """The fitted predictor of a profile's kernel table, once per process."""
+    table, _ = kernel_table.find(profile)
+    return Predictor(table)
 
 
 def _delegate_check(budget: Budget, entry: ManifestEntry, out: Path, cache: Path, gate: Gate,
@@ -567,7 +597,7 @@ def _budget_text(c: BudgetCheck) -> str:
     if c.metric == "top1_drop" and c.value is not None:
         return f"top-1 drop {100 * c.value:+.1f} pt (max {100 * c.limit:g} pt) {state}"
     value = c.value if c.value is None else round(c.value, 2)
-    return f"{c.profile} {c.metric} {value}/{c.limit} {state}"
+    return f"{c.profile} {c.metric} {value}/{c.limit} {state}" + (" (predicted)" if c.predicted else "")
 
 
 def merge(dirs: Sequence[Path], out: Path) -> list[ManifestEntry]:

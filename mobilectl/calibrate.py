@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from device_profiles import kernel_table
-from device_profiles.kernel_table import KernelRow, KernelTable
+from device_profiles.kernel_table import ChainRow, KernelRow, KernelTable
 from device_profiles.kernels import kernel_ops
 from device_profiles.profile import Profile, Transport
 from mobilectl.core.errors import UserError
@@ -97,7 +97,6 @@ class HostTimer:
             for line in proc.stdout or ():
                 row = json.loads(line)
                 found[row["file"]] = row.get("ms", row.get("error", "no time"))
-                progress(f"timed {len(found)}/{len(files)} kernels")
             proc.wait()
         return found
 
@@ -131,7 +130,7 @@ class AdbTimer:
                                  benchmark_binary=self.options.benchmark_binary,
                                  adb=self.options.adb, adb_server=self.options.adb_server,
                                  repeat=RepeatPolicy(1, 1))
-        result = measure(artifacts, self.profile, options, progress)
+        result = measure(artifacts, self.profile, options, lambda _: None)  # batch-level progress
         found: dict[str, float | str] = {m.artifact: m.latency.median_ms for m in result.measurements}
         for failure in result.failures:
             found.setdefault(failure.split(":", 1)[0].split(" on ")[0], failure)
@@ -156,13 +155,15 @@ def timer_for(profile: Profile, options: CalibrateOptions) -> HostTimer | AdbTim
 
 @dataclass(frozen=True)
 class Kernel:
-    """One cut op of a converted block: where its model is and what it is."""
+    """One cut op of a converted block (or a whole chain): where its model is and what
+    it is."""
 
     block: str
     file: str
     op: str
     kernel: str
     features: tuple[float, ...]
+    ops: tuple[tuple[str, tuple[float, ...]], ...] = ()  # a chain's ops
 
 
 def cut_block(block: Block, folder: Path) -> list[Kernel]:
@@ -176,6 +177,12 @@ def cut_block(block: Block, folder: Path) -> list[Kernel]:
     found: dict[tuple[str, tuple[float, ...]], Kernel] = {}
     for precision in PRECISIONS:
         data = tflite.convert(model, precision=precision, calibration=calibration.astype("float32"))
+        if block.kind == "chain":  # timed whole
+            file = f"{block.id}.{precision}.tflite"
+            (folder / file).write_bytes(data)
+            ops = tuple((op.kernel, op.features) for op in kernel_ops(data))
+            found[(f"CHAIN:{precision}", ())] = Kernel(block.id, file, "CHAIN", "", (), ops)
+            continue
         for i, (_, _, cut) in enumerate(single_op_models(data)):
             if cut is None:
                 continue
@@ -203,17 +210,20 @@ def floor_kernel(folder: Path) -> Path:
 
 
 def time_batch(kernels: Sequence[Kernel], folder: Path, timer: HostTimer | AdbTimer,
-               progress: Progress) -> tuple[list[KernelRow], list[str]]:
-    """Stage: time ``kernels`` on the device; rows, and one line per kernel that failed."""
+               progress: Progress) -> tuple[list[KernelRow], list[ChainRow], list[str]]:
+    """Stage: time ``kernels`` on the device; kernel rows, chain rows, and one line per
+    kernel that failed."""
     times = timer.time([folder / k.file for k in kernels], progress)
-    rows, failures = [], []
+    rows, chains, failures = [], [], []
     for k in kernels:
         value = times.get(k.file) or times.get(Path(k.file).stem)
-        if isinstance(value, float):
-            rows.append(KernelRow(k.block, k.op, k.kernel, k.features, value))
-        else:
+        if not isinstance(value, float):
             failures.append(f"{k.file}: {value or 'not timed'}")
-    return rows, failures
+        elif k.ops:
+            chains.append(ChainRow(k.block, k.ops, value))
+        else:
+            rows.append(KernelRow(k.block, k.op, k.kernel, k.features, value))
+    return rows, chains, failures
 
 
 def _start(path: Path, profile: Profile, timer: HostTimer | AdbTimer,
@@ -250,13 +260,14 @@ def calibrate(profile: Profile, options: CalibrateOptions, progress: Progress) -
                 break
             began = time.monotonic()
             batch = todo[start:start + BATCH]
-            kernels = []
-            for i, block in enumerate(batch):
-                progress(f"[{len(done) + measured + i + 1}/{total}] convert and cut {block.id}")
-                kernels += cut_block(block, folder)
-            rows, failed = time_batch(kernels, folder, timer, progress)
+            first = len(done) + measured + 1
+            span = f"blocks {first}-{first + len(batch) - 1} of {total}"
+            progress(f"{span}: build, convert and cut ({batch[0].kind}, ...)")
+            kernels = [k for block in batch for k in cut_block(block, folder)]
+            progress(f"{span}: time {len(kernels)} kernels on {profile.name}")
+            rows, chains, failed = time_batch(kernels, folder, timer, progress)
             failures += failed
-            table = table.with_batch(rows, [b.id for b in batch])
+            table = table.with_batch(rows, [b.id for b in batch], chains)
             table = dataclasses.replace(table, state={**table.state, "last": timer.state()})
             kernel_table.save(table, path)
             measured += len(batch)
@@ -276,3 +287,18 @@ def _with_floor(table: KernelTable, folder: Path, timer: HostTimer | AdbTimer,
     if not isinstance(value, float):
         raise UserError(f"the device could not run the calibration's first kernel: {value}")
     return dataclasses.replace(table, floor_ms=value, state={"first": timer.state()})
+
+
+def report(result: CalibrateResult) -> dict[str, Any]:
+    """What the calibration left: the table, and what each regressor learned from it."""
+    from device_profiles.predictor import Predictor  # heavy: scikit-learn
+
+    predictor = Predictor(result.table)
+    table = result.table
+    return {"device": table.device, "table": str(result.path), "runtime": table.runtime,
+            "threads": table.threads, "blocks": len(table.blocks), "kernels": len(table.rows),
+            "chains": len(table.chains), "measured_now": result.measured,
+            "remaining": result.remaining, "floor_ms": table.floor_ms,
+            "fits": [dataclasses.asdict(f) for f in predictor.fits],
+            "in_graph": [dataclasses.asdict(g) for g in predictor.in_graph.values()],
+            "failures": result.failures, "warnings": result.warnings}

@@ -28,7 +28,8 @@ from mobilectl.modelfile import check_file, is_model_file, parse_shape
 from mobilectl.progress import stage_progress
 from mobilectl.render import (
     build_table, devices_table, eval_table, export_table, prune_table, qat_table, layers_table, models_table, per_layer_table,
-    mixed_table, profile_table, sensitivity_table, summary_table,
+    mixed_table, profile_table, sensitivity_table, summary_table, calibrate_table, predict_table,
+    predict_summary_table,
 )
 
 app = typer.Typer(
@@ -116,16 +117,39 @@ _ClickUsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "
 
 
 @app.command("models")
-def models_cmd(as_json: JsonOpt = False) -> None:
+def models_cmd(
+    device: Annotated[Optional[str], typer.Option("--device", help="Sort by latency predicted "
+                      "on this device (its kernel table: 'mobilectl device calibrate').")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="With --device: fp32 or int8.")] = "fp32",
+    as_json: JsonOpt = False,
+) -> None:
     """List the model zoo: name, variants, input size, paper MACs and params."""
     _quiet_tensorflow()
     from mobilectl.info import model_rows  # lazy: imports Keras and the zoo
 
     rows = model_rows()
+    if device is not None:
+        rows = _by_predicted(rows, device, precision)
     if as_json:
         _print_json([{k: v for k, v in row.items() if k != "variants_text"} for row in rows])
     else:
         out.print(models_table(rows, width=out.width))
+
+
+def _by_predicted(rows: list[dict[str, Any]], device: str, precision: str) -> list[dict[str, Any]]:
+    """The zoo's rows with their predicted latency on ``device``, fastest first."""
+    from device_profiles import kernel_table  # lazy: pulls numpy
+    from mobilectl.predict import check_precision, zoo_latencies  # lazy: pulls numpy
+
+    chosen = check_precision(precision)
+    kernel_table.find(device)  # no table: say how to make one, before any conversion
+    with stage_progress(err, f"predict the zoo on {device}") as progress:
+        found = zoo_latencies(device, precision=chosen, progress=progress)
+    for row in rows:
+        p = found[row["name"]]
+        row["predicted_ms"], row["predicted_lower_bound"] = p.total_ms, p.lower_bound
+        row["predicted_device"], row["predicted_precision"] = device, str(chosen)
+    return sorted(rows, key=lambda r: r["predicted_ms"])
 
 
 @app.command("info")
@@ -728,6 +752,92 @@ def device_setup_cmd(
 
     path, digest = install_benchmark_binary(abi, source=from_path, sha256=sha256)
     out.print(f"{path} sha256={digest}")
+
+
+@device_app.command("calibrate")
+def device_calibrate_cmd(
+    device: Annotated[str, typer.Option("--device", help="Profile name or a .toml file.")] = "host",
+    budget_min: Annotated[float, typer.Option("--budget-min", help="Stop after the batch that "
+                          "would pass this many minutes (a rerun resumes).")] = 20.0,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Default: the profile's.")] = None,
+    serial: Annotated[Optional[str], typer.Option("--serial", help="adb serial.")] = None,
+    binary: Annotated[Optional[str], typer.Option("--benchmark-binary",
+                      help="TFLite benchmark_model for the device's ABI.")] = None,
+    adb: Annotated[Optional[str], typer.Option("--adb", help="Path of the adb client.")] = None,
+    adb_server: Annotated[Optional[str], typer.Option("--adb-server", metavar="HOST:PORT")] = None,
+    restart: Annotated[bool, typer.Option("--restart", metavar="", help="Discard the saved "
+                       "table and start afresh.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time the kernels mobile CNNs are made of on a device, for 'mobilectl predict'."""
+    from device_profiles.profile import load_profile  # lazy: reads the TOML profiles
+    from mobilectl.calibrate import CalibrateOptions
+
+    options = CalibrateOptions(device=device, budget_min=budget_min, threads=threads,
+                               serials=(serial,) if serial else (), benchmark_binary=binary,
+                               adb=adb, adb_server=adb_server, restart=restart)
+    options.check()
+    profile = load_profile(device)
+    _quiet_tensorflow()
+    from mobilectl.calibrate import calibrate, report  # lazy: imports TensorFlow
+
+    with stage_progress(err, f"calibrate {profile.name}") as progress:
+        result = calibrate(profile, options, progress)
+    data = report(result)
+    if as_json:
+        _print_json(data)
+    else:
+        out.print(calibrate_table(data, width=out.width))
+    for note in result.warnings + result.failures:
+        err.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
+    _note(f"kernel table: {result.path} ({data['blocks']} blocks"
+          + (f"; {result.remaining} left: run again to resume" if result.remaining else "; complete")
+          + f"); next: mobilectl predict MODEL --device {profile.name}")
+
+
+@app.command("predict")
+def predict_cmd(
+    targets: Annotated[list[str], typer.Argument(metavar="MODEL_OR_FILE...",
+                       help="Registry names, .keras or .tflite files.")],
+    device: Annotated[str, typer.Option("--device", help="Profile name or a .toml file.")] = "host",
+    precision: Annotated[str, typer.Option("--precision", help="For registry names and .keras "
+                         "files: fp32 or int8.")] = "fp32",
+    width_multiplier: WidthOpt = None, resolution: ResolutionOpt = None,
+    groups: GroupsOpt = None, num_classes: ClassesOpt = None, knob: KnobOpt = None,
+    measure: Annotated[bool, typer.Option("--measure", metavar="", help="Also measure on the "
+                       "device and report the prediction's error.")] = False,
+    per_layer: Annotated[bool, typer.Option("--per-layer", metavar="", help="Show every "
+                         "layer (default: the heaviest 12).")] = False,
+    serial: Annotated[Optional[str], typer.Option("--serial", help="adb serial (--measure).")] = None,
+    binary: Annotated[Optional[str], typer.Option("--benchmark-binary")] = None,
+    adb_server: Annotated[Optional[str], typer.Option("--adb-server", metavar="HOST:PORT")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict latency on a device from its kernel table, per layer and in total."""
+    from mobilectl.predict import PredictOptions, check_precision  # lazy: pulls numpy
+
+    knobs = _knobs(width_multiplier=width_multiplier, resolution=resolution, groups=groups,
+                   num_classes=num_classes, **_extra_knobs(knob))
+    for target in targets:
+        if is_model_file(target):
+            check_file(target)
+    options = PredictOptions(device=device, precision=check_precision(precision), knobs=knobs,
+                             measure=measure, benchmark_binary=binary,
+                             serials=(serial,) if serial else (), adb_server=adb_server)
+    _quiet_tensorflow()
+    from mobilectl.predict import predict  # lazy: imports TensorFlow
+
+    with stage_progress(err, f"predict on {device}") as progress:
+        found = predict(targets, options, progress)
+    reports = [p.as_dict() for p in found]
+    if as_json:
+        _print_json({"device": device, "models": reports})
+    else:
+        for data in reports:
+            out.print(predict_table(data, width=out.width, rows=None if per_layer else 12))
+        out.print(predict_summary_table(reports, width=out.width, device=device))
+    for note in dict.fromkeys(w for p in found for w in p.warnings):
+        err.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("build")

@@ -137,12 +137,53 @@ def _pad(x: Any, b: Block) -> Any:
     return layers.Cropping2D(((1, 0), (1, 0)), name="k.crop")(x)
 
 
+def _unit(x: Any, kind: str, *, cout: int, stride: int, name: str) -> Any:
+    """One unit of a chain, built as the zoo builds it."""
+    from keras import layers  # heavy: Keras
+
+    from models_keras.blocks import conv_bn, depthwise_bn, squeeze_excite  # heavy: Keras
+
+    act = "hard_swish" if kind.endswith("hs") else "relu6"
+    if kind == "conv":
+        return conv_bn(x, cout, 3, strides=stride, act="relu", name=name)
+    if kind == "dwpw":
+        x = depthwise_bn(x, 3, strides=stride, act="relu", name=f"{name}.dw")
+        return conv_bn(x, cout, 1, act="relu", name=f"{name}.pw")
+    residual = x
+    y = conv_bn(x, x.shape[-1] * 4, 1, act=act, name=f"{name}.expand")
+    y = depthwise_bn(y, 5 if kind.startswith("se") else 3, strides=stride, act=act, name=f"{name}.dw")
+    if kind.startswith("se"):
+        y = squeeze_excite(y, reduced=max(8, y.shape[-1] // 4), name=f"{name}.se")
+    y = conv_bn(y, cout, 1, act=None, name=f"{name}.project")
+    if stride == 1 and cout == residual.shape[-1]:
+        y = layers.Add(name=f"{name}.add")([residual, y])
+    return y
+
+
+CHAIN_UNITS = ("conv", "dwpw", "ir", "ir_hs", "se_hs")
+
+
+def _chain(x: Any, b: Block) -> Any:
+    """A small random network of the zoo's units (``b.k`` of them): what the kernels
+    cost once they run in one graph, one after another (the in-graph correction)."""
+    rng = np.random.default_rng([SEED, b.hw, b.cin, b.k, b.groups])
+    side, channels = b.in_hw, b.cin
+    for i in range(b.k):
+        kind = CHAIN_UNITS[int(rng.integers(len(CHAIN_UNITS)))]
+        stride = 2 if side > 4 and rng.random() < 0.3 else 1
+        cout = channels if kind.startswith(("ir", "se")) and rng.random() < 0.5 else int(
+            rng.choice([c for c in CHANNELS if c <= max(64, 2 * channels)]))
+        x = _unit(x, kind, cout=cout, stride=stride, name=f"k.u{i}")
+        side, channels = side // stride, cout
+    return x
+
+
 #: kind -> (builder, how many shapes, the values its knobs take)
 KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
-    "conv1x1": (_conv, 60, {"k": (1,), "stride": (1,), "act": ACTS}),
-    "conv": (_conv, 40, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
+    "conv1x1": (_conv, 120, {"k": (1,), "stride": (1,), "act": ACTS}),
+    "conv": (_conv, 50, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
     "gconv": (_conv, 24, {"k": (1, 3), "stride": (1,), "groups": (2, 3, 4, 8), "act": ("relu", None)}),
-    "dw": (_depthwise, 50, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
+    "dw": (_depthwise, 100, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
     "dense": (_dense, 12, {"cout": (10, 100, 1000)}),
     "pool": (_pool, 16, {"k": (2, 3), "stride": (1, 2), "act": ("max", "avg")}),
     "add": (_add, 16, {}),
@@ -151,10 +192,13 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     "se": (_squeeze_excite, 20, {"act": ("sigmoid", "hard_sigmoid")}),
     "act": (_activation, 24, {"act": ("relu", "relu6", "hard_swish", "sigmoid", "leaky", "prelu")}),
     "pad": (_pad, 8, {}),
+    "chain": (_chain, 40, {"k": (3, 4, 6, 8), "groups": tuple(range(1, 9))}),  # groups: a seed
 }
 
 
 def _fits(b: Block) -> bool:
+    if b.kind == "chain":
+        return 8 <= b.hw <= 56 and b.cin <= 96
     cin_per_group = b.cin // b.groups
     macs = {"conv1x1": b.hw ** 2 * b.cout * b.cin, "conv": b.hw ** 2 * b.cout * b.k ** 2 * b.cin,
             "gconv": b.hw ** 2 * b.cout * b.k ** 2 * cin_per_group,
@@ -163,6 +207,7 @@ def _fits(b: Block) -> bool:
         return False
     if b.kind == "pool" and b.in_hw < b.k:
         return False
+
     return (macs <= MAX_MACS and max(b.in_hw ** 2 * b.cin, b.hw ** 2 * b.cout) <= MAX_ELEMS
             and (b.kind != "conv" or b.in_hw >= b.k or b.k == 1))
 

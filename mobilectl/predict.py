@@ -11,7 +11,9 @@ device and report the error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,13 +24,14 @@ import numpy as np
 
 from device_profiles import kernel_table
 from device_profiles.kernel_table import KernelTable
-from device_profiles.kernels import kernel_ops
+from device_profiles.kernels import KernelOp, kernel_ops
 from device_profiles.per_layer import Device, OpTimes, PerLayer, TimedOp, join
 from device_profiles.predictor import Prediction, Predictor, error_pct
-from device_profiles.profile import Profile, Transport, load_profile
+from device_profiles.profile import Profile, load_profile
 from device_profiles.tflite_cost import analyze, file_ops
 from mobilectl.calibrate import CalibrateOptions, timer_for
 from mobilectl.core.errors import UserError
+from mobilectl.core.files import sha256, tool_versions, user_cache, write_atomic
 from mobilectl.core.types import Precision
 
 Progress = Callable[[str], None]
@@ -197,3 +200,30 @@ def far_layers(predicted: PerLayer, measured: PerLayer) -> list[tuple[str, float
         if ratio > FAR_RATIO or ratio < 1 / FAR_RATIO:
             far.append((", ".join(row.layers) or row.name, row.ms, guess.ms))
     return far
+
+
+def zoo_latencies(device: str, *, precision: Precision, progress: Progress,
+                  names: Sequence[str] = ()) -> dict[str, Prediction]:
+    """Every registry model at its default knobs, predicted on ``device`` (the ops of
+    each converted model are kept in the user cache, keyed by the tools' versions, so
+    a second listing converts nothing)."""
+    from models_keras.registry import list_models  # heavy: Keras
+
+    profile = load_profile(device)
+    predictor, _, _ = load_predictor(profile, PredictOptions(device=device))
+    chosen = names or [spec.name for spec in list_models()]
+    return {name: predictor.predict(_zoo_ops(name, precision, progress)) for name in chosen}
+
+
+def _zoo_ops(name: str, precision: Precision, progress: Progress) -> list[KernelOp]:
+    key = sha256(json.dumps([name, str(precision), tool_versions()], sort_keys=True).encode())
+    path = user_cache("kernels", "zoo", f"{name}-{precision}-{key[:16]}.json")
+    if path.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return [KernelOp(o["index"], o["op"], o["kernel"], o["name"], tuple(o["features"]))
+                    for o in json.loads(path.read_text())]
+    data, _ = flatbuffer_of(name, precision=precision, knobs={}, progress=progress)
+    ops = kernel_ops(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps([dataclasses.asdict(o) for o in ops]).encode())
+    return ops

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from device_profiles.harness import (
     Artifact, ProfileOptions, ProfileResult, artifacts_of, check_options, formats_for, measure,
 )
+from device_profiles import kernel_table
+from device_profiles.measurement import Measurement
 from device_profiles.per_layer import LayerError
+from device_profiles.predictor import Predictor, error_pct
 from device_profiles.profile import load_profile
 from device_profiles.report import write_report
 from exporter import formats as format_table
@@ -29,6 +33,7 @@ from mobilectl.core.files import sha256, tool_versions
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest
 from mobilectl.core.tfenv import import_quietly
 from mobilectl.core.types import Format, Precision
+from mobilectl.predict import far_layers, predict_flatbuffer
 from models_keras.registry import family_representatives
 
 Progress = Callable[[str], None]
@@ -119,12 +124,42 @@ def profile(targets: Sequence[str], options: ProfileOptions, *, precision: str =
     if versus_float:
         errors, notes = int8_errors(by_target, formats=formats_for(prof), progress=progress)
         result.warnings += notes
+    paths = {a.path.name: a.path for found in by_target.values() for a in found}
+    predicted, notes = predictions(result.measurements, paths, prof.name, progress)
+    result.warnings += notes
     progress(f"write the report to {options.out}")
     result.summary = write_report(
         options.out, result.measurements, device=result.device, failures=result.failures,
-        extra={"profile": prof.name, "profile_source": prof.source, **result.summary},
+        extra={"profile": prof.name, "profile_source": prof.source, **result.summary,
+               "predictions": predicted},
         errors=errors)
     return result
+
+
+def predictions(measurements: Sequence[Measurement], paths: dict[str, Path], device: str,
+                progress: Progress) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each TFLite measurement's prediction from the device's kernel table (none
+    without a table), by artifact; and a warning per layer measured far from its
+    prediction (usually a fallback kernel)."""
+    try:
+        table, _ = kernel_table.find(device)
+    except UserError:
+        return {}, []
+    progress(f"predict from the kernel table of {device}")
+    predictor, found, notes = Predictor(table), {}, []
+    for m in measurements:
+        if m.fmt != Format.TFLITE or m.artifact not in paths:
+            continue
+        prediction, layers, _ = predict_flatbuffer(paths[m.artifact].read_bytes(), predictor)
+        far = far_layers(layers, m.per_layer) if m.per_layer else []
+        found[m.artifact] = {"predicted_ms": prediction.total_ms, "lower_bound": prediction.lower_bound,
+                             "missing_kernels": list(prediction.missing),
+                             "error_pct": error_pct(prediction.total_ms, m.latency.median_ms),
+                             "far_layers": [{"layer": name, "measured_ms": ms, "predicted_ms": guess}
+                                            for name, ms, guess in far]}
+        notes += [f"{m.artifact}: {name} measured {ms:.3f} ms, predicted {guess:.3f} ms "
+                  f"({ms / guess:.1f}x): a fallback kernel?" for name, ms, guess in far]
+    return found, notes
 
 
 def int8_errors(by_target: dict[str, list[Artifact]], *, formats: tuple[Format, ...],

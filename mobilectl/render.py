@@ -72,13 +72,19 @@ def _paper(value: float | None) -> str:
 
 def models_table(rows: list[dict[str, Any]], *, width: int) -> Table:
     """The zoo table of ``mobilectl models``; the MACs and params are the papers'."""
+    predicted = bool(rows) and "predicted_ms" in rows[0]
     columns = (Column("name"), Column("family", drop=3), Column("input", right=True, drop=2),
                Column("paper MACs", right=True, drop=1), Column("paper params", right=True, drop=1),
+               *((Column("predicted ms", right=True),) if predicted else ()),
                Column("knobs", wrap=True, drop=4))
     body = [[r["name"], r["family"], str(r["input"]), _paper(r["macs_m"]), _paper(r["params_m"]),
+             *((_ms(r["predicted_ms"], bound=r["predicted_lower_bound"]),) if predicted else ()),
              r["variants_text"]] for r in rows]
-    return fitted("mobilectl model zoo", columns, body, width=width,
-                  caption="paper MACs/params: the paper's figures at the default variant")
+    caption = "paper MACs/params: the paper's figures at the default variant"
+    if predicted:
+        caption += (f"; predicted ms: {rows[0]['predicted_precision']} on "
+                    f"{rows[0]['predicted_device']}, from its kernel table, fastest first")
+    return fitted("mobilectl model zoo", columns, body, width=width, caption=caption)
 
 
 def summary_table(info: dict[str, Any]) -> Table:
@@ -203,8 +209,9 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
                Column("GMAC/s", right=True, drop=8), Column("% roofline", right=True, drop=12),
                Column("load ms", right=True, drop=10), Column("1st ms", right=True, drop=11),
                Column("peak MB", right=True, drop=9), Column("verdict", drop=4),
-               Column("delegate", drop=14))
+               Column("delegate", drop=14), Column("predicted ms", right=True, drop=5))
     body = []
+    predicted = summary.get("predictions") or {}
     for m in summary["measurements"]:
         lat, frac, reps = m["latency"], m["roofline_fraction"], m.get("repeats") or {}
         ci = (f"{reps['ci_low_ms']:.3f}-{reps['ci_high_ms']:.3f}"
@@ -216,7 +223,7 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
                      _num(m["gmacs"], ".2f"), "-" if frac is None else f"{100 * frac:.1f}%",
                      _num(m["init_ms"], ".1f"), _num(m["first_inference_ms"], ".2f"),
                      _num(m["peak_memory_mb"], ".0f"), _verdict(reps, noisy=lat["noisy"]),
-                     _delegate_cell(m)])
+                     _delegate_cell(m), _predicted_cell(predicted.get(m["artifact"]))])
     rho = [f"{k}: {v['rho']:.2f}" for k, v in summary.get("spearman_macs_latency", {}).items()
            if v["rho"] is not None]
     caption = (("Spearman(MACs, latency) " + ("; ".join(rho) if rho else "n/a (< 3 models)")
@@ -227,6 +234,14 @@ def profile_table(summary: dict[str, Any], *, width: int) -> Table:
            for m in summary["measurements"]):
         caption += "; peak MB -: not reported by this benchmark_model"
     return fitted(f"latency on {summary['device']}", columns, body, width=width, caption=caption)
+
+
+def _predicted_cell(found: dict[str, Any] | None) -> str:
+    """The kernel table's prediction and its error against the median."""
+    if not found:
+        return "-"
+    bound = ">=" if found["lower_bound"] else ""
+    return f"{bound}{found['predicted_ms']:.3f} ({found['error_pct']:+.0f}%)"
 
 
 def _repeats_caption(repeats: list[dict[str, Any]]) -> str:
@@ -388,3 +403,56 @@ def mixed_table(report: dict[str, Any], *, width: int) -> Table:
                   columns, body, width=width,
                   caption=f"{report['metric']} (float {report['float_top1']:.3f}); * chosen: "
                           f"{report['verdict']}; off int8: {shown or 'none'}{more}")
+
+
+def _ms(value: float | None, *, bound: bool = False) -> str:
+    return "-" if value is None else (">=" if bound else "") + f"{value:.2f}"
+
+
+def predict_table(report: dict[str, Any], *, width: int, rows: int | None) -> Table:
+    """``mobilectl predict``: per layer, the predicted ms next to MACs (the heaviest
+    ``rows`` layers, or every layer with ``rows=None``)."""
+    layers = sorted(report["layers"], key=lambda r: -(r["ms"] or 0.0))
+    shown = layers if rows is None else layers[:rows]
+    columns = (Column("layer"), Column("op", drop=2), Column("MACs", right=True, drop=1),
+               Column("predicted ms", right=True), Column("share", right=True, drop=3))
+    body = [[layer_text(r["layers"]) or r["name"], r["kind"], millions(r["macs"]),
+             "no model" if r["ms"] is None else f"{r['ms']:.3f}", _share(r["share"])]
+            for r in shown]
+    more = len(layers) - len(shown)
+    caption = f"{more} lighter rows not shown (--per-layer shows all)" if more else None
+    return fitted(f"{report['model']} {report['precision']}: per layer, predicted", columns,
+                  body, width=width, caption=caption)
+
+
+def predict_summary_table(reports: list[dict[str, Any]], *, width: int, device: str) -> Table:
+    """``mobilectl predict``: each network's predicted total, MACs, and the measured
+    figure and error with ``--measure``."""
+    measured = any(r["measured_ms"] is not None for r in reports)
+    columns = (Column("model"), Column("precision", drop=2), Column("MACs", right=True, drop=1),
+               Column("predicted ms", right=True),
+               *((Column("measured ms", right=True), Column("error", right=True)) if measured else ()))
+    body = [[r["model"], r["precision"], millions(r["macs"]),
+             _ms(r["predicted_ms"], bound=r["lower_bound"]),
+             *((_ms(r["measured_ms"]), "-" if r["error_pct"] is None else f"{r['error_pct']:+.1f}%")
+               if measured else ())] for r in reports]
+    return fitted(f"predicted latency on {device}", columns, body, width=width,
+                  caption="predicted from the device's kernel table; >= : a lower bound "
+                          "(kernels with no model left out)")
+
+
+def calibrate_table(report: dict[str, Any], *, width: int) -> Table:
+    """``mobilectl device calibrate``: what each kernel type's regressor learned."""
+    columns = (Column("kernel"), Column("rows", right=True), Column("fixed us", right=True, drop=3),
+               Column("GMAC/s", right=True, drop=1), Column("GB/s", right=True, drop=2),
+               Column("fit RMSPE", right=True))
+    body = [[f["kernel"], str(f["rows"]), f"{f['fixed_us']:.1f}", _num(f["gmacs"], ".1f"),
+             _num(f["gbs"], ".1f"), f"{f['rmspe']:.0%}"] for f in report["fits"]]
+    graph = "; ".join(f"{g['precision']}: x{g['scale']:.2f} + {g['per_op_us']:.1f} us/op"
+                      + (f" + bytes at {g['gbs']:.0f} GB/s" if g["gbs"] else "")
+                      + (f" ({g['chains']} chains, RMSPE {g['rmspe']:.0%})" if g["chains"] else
+                         " (no chains yet: kernels alone)")
+                      for g in report["in_graph"])
+    return fitted(f"kernel table of {report['device']}: {report['blocks']} blocks, "
+                  f"{report['kernels']} kernels", columns, body, width=width,
+                  caption=f"in a graph: {graph}")

@@ -1,0 +1,238 @@
+"""Latency prediction from measured kernels: calibration on this machine and over adb,
+the kernel table, prediction per layer, and its use in profile, build and models."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import error_line, run
+
+SMALL = ["mobilenet_v1", "-w", "0.25", "-r", "64"]
+
+
+@pytest.fixture(scope="module")
+def host_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A user cache with a host kernel table of the grid's first batch, calibrated for
+    real by the CLI (the first batch always runs, whatever the budget)."""
+    from mobilectl.cli import main
+
+    root = tmp_path_factory.mktemp("cache")
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(root)
+    try:
+        with pytest.raises(SystemExit) as done:
+            main(["device", "calibrate", "--device", "host", "--budget-min", "0.01", "--json"])
+        assert done.value.code in (0, None)
+        yield root
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
+
+
+def _table(root: Path, device: str = "host") -> dict:
+    return json.loads((root / "mobilectl" / "kernels" / f"{device}.json").read_text())
+
+
+def test_grid_is_fixed_covers_every_kind_and_ids_are_unique() -> None:
+    from mobilectl.kernel_grid import KINDS, grid
+
+    blocks = grid()
+    assert [b.id for b in blocks] == [b.id for b in grid()]
+    assert len({b.id for b in blocks}) == len(blocks)
+    assert [b.kind for b in blocks[:len(KINDS)]] == list(KINDS)  # round-robin: all kinds first
+    assert max(b.cout for b in blocks) >= 1000 and max(b.hw for b in blocks) >= 112
+
+
+def test_kernel_features_of_a_grouped_strided_conv() -> None:
+    import keras
+
+    from device_profiles.kernels import kernel_ops
+    from exporter import tflite
+    from models_keras.blocks import conv_bn
+
+    inputs = keras.Input((16, 16, 24))
+    model = keras.Model(inputs, conv_bn(inputs, 48, 3, strides=2, groups=3, name="k"))
+    [op] = kernel_ops(tflite.convert(model))
+    assert op.kernel == "CONV_2D.grouped:fp32"
+    assert (op.feature("in_channels"), op.feature("out_channels"), op.feature("groups")) == (24, 48, 3)
+    assert (op.feature("stride"), op.feature("kernel_area"), op.feature("out_hw")) == (2, 9, 64)
+    assert op.feature("macs") == 8 * 8 * 48 * 9 * 8  # out elements x k*k x cin per group
+    assert op.feature("weight_bytes") >= 48 * 9 * 8 * 4
+
+
+def test_calibrate_writes_the_table_with_its_runtime_and_resumes(host_cache, capsys,
+                                                                 monkeypatch) -> None:
+    from importlib import metadata
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(host_cache))
+    first = _table(host_cache)
+    assert first["runtime"] == f"ai-edge-litert {metadata.version('ai-edge-litert')}"
+    assert first["threads"] == 2 and first["floor_ms"] > 0 and first["state"]["first"]["cores"]
+    assert len(first["blocks"]) == 12
+    kernels = {r["kernel"] for r in first["rows"]}
+    assert {"CONV_2D.1x1:fp32", "CONV_2D.1x1:int8", "DEPTHWISE_CONV_2D:int8", "ADD:int8",
+            "TRANSPOSE:fp32", "FULLY_CONNECTED:int8"} <= kernels
+    code, out, err = run(["device", "calibrate", "--budget-min", "0.01", "--json"], capsys)
+    assert code in (0, None), err
+    report = json.loads(out)
+    assert report["measured_now"] == 12 and report["blocks"] == 24 and report["remaining"] > 0
+    second = _table(host_cache)
+    kept = [r for r in second["rows"] if r["block"] in first["blocks"]]
+    assert kept == first["rows"]  # resumed: the first batch is not measured again
+    assert {f["kernel"] for f in report["fits"]} == {r["kernel"] for r in second["rows"]}
+    assert second["chains"], "the second batch holds the first chain, timed whole"
+
+
+def test_predict_per_layer_and_measured(host_cache, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(host_cache))
+    code, out, err = run(["predict", *SMALL, "--measure", "--json"], capsys)
+    assert code in (0, None), err
+    [model] = json.loads(out)["models"]
+    assert model["model"] == "mobilenet_v1-w0.25-r64" and model["macs"] > 0
+    assert model["predicted_ms"] > 0 and model["measured_ms"] > 0
+    assert model["error_pct"] == pytest.approx(
+        100 * (model["predicted_ms"] - model["measured_ms"]) / model["measured_ms"])
+    layers = model["layers"]
+    assert any("stage1.unit1.dw.conv" in r["layers"] for r in layers)
+    assert sum(r["ms"] or 0 for r in layers) + model["floor_ms"] == pytest.approx(model["predicted_ms"])
+    code, out, err = run(["predict", *SMALL], capsys)
+    assert code in (0, None), err
+    assert "predicted latency on host" in out and "lighter rows not shown" in out
+
+
+def test_a_kernel_without_a_model_makes_a_named_lower_bound(host_cache, tmp_path, capsys,
+                                                            monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(host_cache, cache)
+    path = cache / "mobilectl" / "kernels" / "host.json"
+    table = json.loads(path.read_text())
+    table["rows"] = [r for r in table["rows"] if not r["kernel"].startswith("DEPTHWISE")]
+    table["runtime"] = "ai-edge-litert 0.0.1"
+    path.write_text(json.dumps(table))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    code, out, err = run(["predict", *SMALL, "--json"], capsys)
+    assert code in (0, None), err
+    [model] = json.loads(out)["models"]
+    assert model["lower_bound"] and model["missing_kernels"] == ["DEPTHWISE_CONV_2D:fp32"]
+    assert "no kernel model for DEPTHWISE_CONV_2D:fp32" in err and "lower bound" in err
+    assert "ai-edge-litert 0.0.1" in err and "ai-edge-litert 2." in err  # both runtimes named
+    code, out, err = run(["predict", *SMALL], capsys)
+    assert ">=" in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "mobilenet_v1", "--device", "pixel"],
+     "no kernel table for device 'pixel'"),
+    (["predict", "mobilenet_v1", "--precision", "fp16"], "--precision 'fp16' is not allowed"),
+    (["predict", "model.onnx"], "model.onnx: no such file"),
+    (["device", "calibrate", "--budget-min", "0"], "--budget-min 0 is not allowed"),
+    (["device", "calibrate", "--device", "nope"], "unknown device profile 'nope'"),
+    (["models", "--device", "pixel"], "make one: mobilectl device calibrate --device pixel"),
+])
+def test_bad_input(argv, expected, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code, _, err = run(argv, capsys)
+    assert expected in error_line(code, err)
+    assert not (tmp_path / "mobilectl" / "kernels").exists() or argv[0] != "device"
+
+
+def test_onnx_is_refused_with_the_reason(host_cache, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(host_cache))
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not empty")
+    code, _, err = run(["predict", str(model)], capsys)
+    assert "prediction covers TFLite" in error_line(code, err)
+
+
+def test_profile_shows_the_prediction_next_to_the_measurement(host_cache, tmp_path, capsys,
+                                                              monkeypatch) -> None:
+    from exporter.pipeline import ExportOptions, export
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(host_cache))
+    export("mobilenet_v1", knobs={"resolution": 64, "width_multiplier": 0.25},
+           options=ExportOptions(formats=("tflite",), held_out=2), out=tmp_path / "a")
+    [model] = (tmp_path / "a").glob("*.tflite")
+    code, out, err = run(["profile", str(model), "--min-reps", "1", "--runs", "5", "--per-layer",
+                          "--out", str(tmp_path / "p"), "--json"], capsys)
+    assert code in (0, None), err
+    summary = json.loads(out)
+    found = summary["predictions"][model.name]
+    measured = summary["measurements"][0]["latency"]["median_ms"]
+    assert found["predicted_ms"] > 0
+    assert found["error_pct"] == pytest.approx(100 * (found["predicted_ms"] - measured) / measured)
+    assert isinstance(found["far_layers"], list)
+
+
+def test_zoo_sorted_by_predicted_latency(host_cache, monkeypatch) -> None:
+    from mobilectl.core.types import Precision
+    from mobilectl.predict import zoo_latencies
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(host_cache))
+    said: list[str] = []
+    found = zoo_latencies("host", precision=Precision.FP32, progress=said.append,
+                          names=("effnet", "flattened_net"))
+    assert set(found) == {"effnet", "flattened_net"} and all(p.total_ms > 0 for p in found.values())
+    assert said == ["convert effnet to TFLite fp32", "convert flattened_net to TFLite fp32"]
+    assert list((host_cache / "mobilectl" / "kernels" / "zoo").glob("effnet-fp32-*.json"))
+    again = zoo_latencies("host", precision=Precision.FP32, progress=said.append,
+                          names=("effnet", "flattened_net"))
+    assert len(said) == 2  # the ops come from the cache: nothing converted again
+    assert {k: p.total_ms for k, p in again.items()} == {k: p.total_ms for k, p in found.items()}
+
+
+def test_build_checks_a_phone_budget_by_prediction_without_a_device(
+        host_cache, tmp_path, capsys, monkeypatch) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(host_cache, cache)
+    kernels = cache / "mobilectl" / "kernels"
+    table = json.loads((kernels / "host.json").read_text())
+    (kernels / "pixel.json").write_text(json.dumps({**table, "device": "pixel"}))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "1")  # no adb server: no device connected
+    (tmp_path / "mobilectl.toml").write_text("""
+[[artifact]]
+name = "net"
+model = "mobilenet_v1"
+knobs = { width_multiplier = 0.25, resolution = 64, num_classes = 10 }
+formats = ["tflite"]
+[artifact.budgets.pixel]
+max_latency_ms = 1000
+""")
+    argv = ["build", str(tmp_path / "mobilectl.toml"), "--out", str(tmp_path / "dist"),
+            "--cache", str(tmp_path / "bc"), "--json"]
+    code, out, err = run(argv, capsys)
+    assert code in (0, None), err
+    [check] = json.loads(out)["jobs"][0]["budgets"]
+    assert check["predicted"] and check["ok"] and 0 < check["value"] < 1000
+    assert "predicted" in check["text"] and "not measured" in check["text"]
+    assert "(predicted)" in (tmp_path / "dist" / "summary.md").read_text()
+    spec = (tmp_path / "mobilectl.toml").read_text().replace("1000", "0.001")
+    (tmp_path / "mobilectl.toml").write_text(spec)
+    code, out, err = run(argv, capsys)
+    assert code == 1
+    [check] = json.loads(out)["jobs"][0]["budgets"]
+    assert check["predicted"] and not check["ok"] and "over 0.001 ms" in check["text"]
+
+
+def test_calibrate_over_adb_on_the_test_device(connect_device, benchmark_binary, tmp_path,
+                                               capsys, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    device = connect_device()
+    code, out, err = run(["device", "calibrate", "--device", "pixel", "--serial", device.serial,
+                          "--benchmark-binary", str(benchmark_binary), "--budget-min", "0.01",
+                          "--json"], capsys)
+    assert code in (0, None), err
+    report = json.loads(out)
+    assert report["runtime"].startswith("benchmark_model sha256:") and report["blocks"] == 12
+    table = _table(tmp_path, "pixel")
+    assert table["state"]["last"]["serial"] == f"pixel:{device.serial}"
+    assert {"CONV_2D.1x1:int8", "DEPTHWISE_CONV_2D:fp32"} <= {r["kernel"] for r in table["rows"]}
+    assert all(r["ms"] > 0 for r in table["rows"])
