@@ -20,7 +20,7 @@ from device_profiles.kernels import FEATURES
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import is_safe_name, user_cache, write_atomic
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the dilation feature
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class KernelTable:
     floor_ms: float | None = None  # the time of an invoke that does almost nothing
     state: dict[str, Any] = field(default_factory=dict)  # device state, first/last batch
     chains: tuple[ChainRow, ...] = ()
+    seconds: float = 0.0  # time spent calibrating, over every run that made the table
 
     def with_batch(self, rows: list[KernelRow], blocks: list[str],
                    chains: list[ChainRow] = ()) -> KernelTable:
@@ -91,7 +92,7 @@ class KernelTable:
                        for c in data.get("chains", []))
         return cls(data["device"], data["runtime"], int(data["threads"]), rows,
                    tuple(data["blocks"]), data.get("floor_ms"), dict(data.get("state", {})),
-                   chains)
+                   chains, float(data.get("seconds", 0.0)))
 
 
 def table_path(device: str) -> Path:

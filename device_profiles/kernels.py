@@ -23,7 +23,8 @@ from mobilectl.core.cost import prod
 
 #: feature names, in the order of :attr:`KernelOp.features`
 FEATURES = ("macs", "in_bytes", "out_bytes", "weight_bytes", "out_elems", "in_channels",
-            "out_channels", "out_hw", "kernel_area", "stride", "groups", "inputs", "broadcast")
+            "out_channels", "out_hw", "kernel_area", "stride", "groups", "inputs", "broadcast",
+            "dilation")
 INT_TYPES = frozenset({"int8", "uint8", "int16"})
 
 
@@ -89,7 +90,8 @@ def _kernel_op(graph: FlatGraph, index: int, op, kind: str) -> KernelOp:
     broadcast = len({prod(graph.shapes[t]) for t in activations}) > 1
     features = (macs, sum(_bytes(graph, t) for t in activations), sum(_bytes(graph, t) for t in writes),
                 sum(_bytes(graph, t) for t in constants), prod(out) if out else 0, cin, cout,
-                out_hw, kernel_area, stride, groups, len(activations), int(broadcast))
+                out_hw, kernel_area, stride, groups, len(activations), int(broadcast),
+                graph.dilation(op, kind))
     kernel = f"{_subtype(kind, weights, cin)}:{_precision(graph, activations, writes)}"
     name = graph.tensors[writes[0]].Name().decode() if writes else kind
     return KernelOp(index, kind, kernel, name, tuple(float(f) for f in features))

@@ -71,6 +71,17 @@ class FlatGraph:
     def writes(self, op) -> list[int]:
         return [int(i) for i in op.OutputsAsNumpy()] if op.OutputsLength() else []
 
+    def dilation(self, op, kind: str) -> int:
+        """A conv's or depthwise conv's dilation (1 for any other op)."""
+        kinds = {"CONV_2D": self.schema.Conv2DOptions, "DEPTHWISE_CONV_2D":
+                 self.schema.DepthwiseConv2DOptions}
+        table = op.BuiltinOptions() if kind in kinds else None
+        if table is None:
+            return 1
+        options = kinds[kind]()
+        options.Init(table.Bytes, table.Pos)
+        return max(options.DilationWFactor(), options.DilationHFactor(), 1)
+
     def pool_area(self, op) -> int:
         options = self.schema.Pool2DOptions()
         table = op.BuiltinOptions()

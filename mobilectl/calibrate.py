@@ -83,6 +83,9 @@ class HostTimer:
     def runtime(self) -> str:
         return f"ai-edge-litert {metadata.version('ai-edge-litert')}"
 
+    def check(self) -> None:
+        """Nothing to check: this machine is here."""
+
     def state(self) -> dict[str, Any]:
         from device_profiles import host  # numpy only, but keeps the table free of it
 
@@ -119,6 +122,15 @@ class AdbTimer:
 
     def state(self) -> dict[str, Any]:
         return self.last_state
+
+    def check(self) -> None:
+        """The phone is connected and ready, before any block is converted (a
+        UserError names what is missing)."""
+        from device_profiles.adb import AdbClient  # adb only
+        from device_profiles.harness import select_devices  # adb only
+
+        client = AdbClient(adb=self.options.adb, server=self.options.adb_server)
+        select_devices(client, self.profile, self.options.serials)
 
     def time(self, files: Sequence[Path], progress: Progress) -> dict[str, float | str]:
         from device_profiles.harness import Artifact, ProfileOptions, measure  # adb only
@@ -247,6 +259,7 @@ def calibrate(profile: Profile, options: CalibrateOptions, progress: Progress) -
     timer = timer_for(profile, options)
     path = kernel_table.table_path(profile.name)
     table, warnings = _start(path, profile, timer, options)
+    timer.check()
     done = set(table.blocks)
     todo = [b for b in grid() if b.id not in done]
     total, measured, failures = len(done) + len(todo), 0, []
@@ -268,7 +281,8 @@ def calibrate(profile: Profile, options: CalibrateOptions, progress: Progress) -
             rows, chains, failed = time_batch(kernels, folder, timer, progress)
             failures += failed
             table = table.with_batch(rows, [b.id for b in batch], chains)
-            table = dataclasses.replace(table, state={**table.state, "last": timer.state()})
+            table = dataclasses.replace(table, state={**table.state, "last": timer.state()},
+                                        seconds=table.seconds + time.monotonic() - began)
             kernel_table.save(table, path)
             measured += len(batch)
             for file in folder.glob("*.tflite"):

@@ -44,12 +44,14 @@ class Block:
     stride: int = 1
     groups: int = 1
     act: str | None = None
+    dilation: int = 1
 
     @property
     def id(self) -> str:
         act = self.act or "linear"
+        dilated = f"-d{self.dilation}" if self.dilation > 1 else ""
         return (f"{self.kind}-h{self.hw}-i{self.cin}-o{self.cout}-k{self.k}-s{self.stride}-"
-                f"g{self.groups}-{act}")
+                f"g{self.groups}-{act}{dilated}")
 
     @property
     def in_hw(self) -> int:
@@ -65,7 +67,7 @@ def _conv(x: Any, b: Block) -> Any:
 def _depthwise(x: Any, b: Block) -> Any:
     from models_keras.blocks import depthwise_bn  # heavy: Keras
 
-    return depthwise_bn(x, b.k, strides=b.stride, act=b.act, name="k")
+    return depthwise_bn(x, b.k, strides=b.stride, act=b.act, dilation=b.dilation, name="k")
 
 
 def _dense(x: Any, b: Block) -> Any:
@@ -144,6 +146,8 @@ def _unit(x: Any, kind: str, *, cout: int, stride: int, name: str) -> Any:
     from models_keras.blocks import conv_bn, depthwise_bn, squeeze_excite  # heavy: Keras
 
     act = "hard_swish" if kind.endswith("hs") else "relu6"
+    if kind in ("shuffle", "fire", "gshuffle"):
+        return _mixing_unit(x, kind, cout=cout, stride=stride, name=name)
     if kind == "conv":
         return conv_bn(x, cout, 3, strides=stride, act="relu", name=name)
     if kind == "dwpw":
@@ -160,7 +164,40 @@ def _unit(x: Any, kind: str, *, cout: int, stride: int, name: str) -> Any:
     return y
 
 
-CHAIN_UNITS = ("conv", "dwpw", "ir", "ir_hs", "se_hs")
+def _mixing_unit(x: Any, kind: str, *, cout: int, stride: int, name: str) -> Any:
+    """The units that split, concatenate and shuffle channels: a channel-split unit
+    with a shuffle (Ma et al. 2018), a squeeze-expand unit (Iandola et al. 2016) and a
+    grouped-pointwise unit with a shuffle (Zhang et al. 2017)."""
+    from keras import layers  # heavy: Keras
+
+    from models_keras.blocks import conv_bn, depthwise_bn  # heavy: Keras
+    from models_keras.layers import ChannelShuffle, ChannelSplit  # heavy: Keras
+
+    c = x.shape[-1]
+    if kind == "fire":
+        s = conv_bn(x, max(8, c // 4), 1, name=f"{name}.squeeze")
+        left = conv_bn(s, max(8, cout // 2), 1, name=f"{name}.e1")
+        right = conv_bn(s, max(8, cout // 2), 3, strides=stride, name=f"{name}.e3")
+        left = layers.MaxPooling2D(3, stride, padding="same", name=f"{name}.pool")(left) \
+            if stride == 2 else left
+        return layers.Concatenate(name=f"{name}.concat")([left, right])
+    if kind == "gshuffle":
+        groups = 2 if c % 4 else 4
+        y = conv_bn(x, c, 1, groups=groups, name=f"{name}.g1")
+        y = ChannelShuffle(groups, name=f"{name}.shuffle")(y)
+        y = depthwise_bn(y, 3, strides=stride, act=None, name=f"{name}.dw")
+        y = conv_bn(y, c, 1, groups=groups, act=None, name=f"{name}.g2")
+        return layers.Add(name=f"{name}.add")([x, y]) if stride == 1 else y
+    half = c // 2
+    left, right = ChannelSplit((half, c - half), name=f"{name}.split")(x)
+    right = conv_bn(right, c - half, 1, name=f"{name}.pw1")
+    right = depthwise_bn(right, 3, act=None, name=f"{name}.dw")
+    right = conv_bn(right, c - half, 1, name=f"{name}.pw2")
+    y = layers.Concatenate(name=f"{name}.concat")([left, right])
+    return ChannelShuffle(2, name=f"{name}.shuffle")(y)
+
+
+CHAIN_UNITS = ("conv", "dwpw", "ir", "ir_hs", "se_hs", "shuffle", "fire", "gshuffle")
 
 
 def _chain(x: Any, b: Block) -> Any:
@@ -171,10 +208,13 @@ def _chain(x: Any, b: Block) -> Any:
     for i in range(b.k):
         kind = CHAIN_UNITS[int(rng.integers(len(CHAIN_UNITS)))]
         stride = 2 if side > 4 and rng.random() < 0.3 else 1
-        cout = channels if kind.startswith(("ir", "se")) and rng.random() < 0.5 else int(
+        keeps = kind in ("shuffle", "gshuffle") or (kind.startswith(("ir", "se")) and rng.random() < 0.5)
+        cout = channels if keeps else int(
             rng.choice([c for c in CHANNELS if c <= max(64, 2 * channels)]))
+        if kind == "shuffle":
+            stride = 1
         x = _unit(x, kind, cout=cout, stride=stride, name=f"k.u{i}")
-        side, channels = side // stride, cout
+        side, channels = -(-side // stride), int(x.shape[-1])
     return x
 
 
@@ -184,6 +224,7 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     "conv": (_conv, 50, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
     "gconv": (_conv, 24, {"k": (1, 3), "stride": (1,), "groups": (2, 3, 4, 8), "act": ("relu", None)}),
     "dw": (_depthwise, 100, {"k": (3, 5, 7), "stride": (1, 2), "act": ACTS}),
+    "dwd": (_depthwise, 30, {"k": (3,), "dilation": (2, 3, 4, 5), "act": (None, "prelu")}),
     "dense": (_dense, 12, {"cout": (10, 100, 1000)}),
     "pool": (_pool, 16, {"k": (2, 3), "stride": (1, 2), "act": ("max", "avg")}),
     "add": (_add, 16, {}),
@@ -192,7 +233,7 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     "se": (_squeeze_excite, 20, {"act": ("sigmoid", "hard_sigmoid")}),
     "act": (_activation, 24, {"act": ("relu", "relu6", "hard_swish", "sigmoid", "leaky", "prelu")}),
     "pad": (_pad, 8, {}),
-    "chain": (_chain, 40, {"k": (3, 4, 6, 8), "groups": tuple(range(1, 9))}),  # groups: a seed
+    "chain": (_chain, 60, {"k": (3, 4, 6, 8), "groups": tuple(range(1, 9))}),  # groups: a seed
 }
 
 
@@ -204,6 +245,8 @@ def _fits(b: Block) -> bool:
             "gconv": b.hw ** 2 * b.cout * b.k ** 2 * cin_per_group,
             "add": 2 * b.hw ** 2 * b.cin ** 2, "concat": 2 * b.hw ** 2 * b.cin ** 2}.get(b.kind, 0)
     if b.cin % b.groups or b.cout % b.groups or (b.kind == "shuffle" and b.cin % (2 * b.groups)):
+        return False
+    if b.kind == "dwd" and b.hw < 2 * b.dilation + 1:
         return False
     if b.kind == "pool" and b.in_hw < b.k:
         return False

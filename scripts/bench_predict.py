@@ -136,8 +136,9 @@ def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
              f"`python scripts/bench_predict.py --repeats {args.repeats} --budget-min "
              f"{args.budget_min:g}{' --quick' if args.quick else ''}`. The kernel table: "
              f"{len(done.table.blocks)} calibration blocks, {len(done.table.rows)} kernels, "
-             f"fp32 and int8, {THREADS} threads, {done.table.runtime} "
-             f"(calibration {calibration_s / 60:.1f} min here, resumed where a table existed). "
+             f"{len(done.table.chains)} chains timed whole, fp32 and int8, {THREADS} threads, "
+             f"{done.table.runtime} (calibrating took {done.table.seconds / 60:.1f} min of "
+             f"batches here; this run {calibration_s / 60:.1f} min including the rest). "
              "No zoo network is in the table: every variant below is predicted from kernels "
              "alone, then measured with LiteRT's benchmark tool (median of "
              f"{args.repeats} fresh processes, 30 runs each).", "",

@@ -144,6 +144,15 @@ def test_bad_input(argv, expected, tmp_path, capsys, monkeypatch) -> None:
     assert not (tmp_path / "mobilectl" / "kernels").exists() or argv[0] != "device"
 
 
+def test_calibrate_without_a_phone_stops_before_converting(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "1")  # no adb server: no device
+    code, _, err = run(["device", "calibrate", "--device", "pixel", "--benchmark-binary",
+                        __file__], capsys)
+    error_line(code, err)
+    assert "build, convert" not in err and not (tmp_path / "mobilectl" / "kernels").exists()
+
+
 def test_onnx_is_refused_with_the_reason(host_cache, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(host_cache))
     model = tmp_path / "m.onnx"
