@@ -11,12 +11,13 @@ user can read in two parts:
    the tiling, alignment and threading effects no line has (nn-Meter, Zhang et al.
    2021, fits such a per-kernel regressor).
 
-A kernel's time is its median less the table's invoke floor. Kernels timed alone run
-faster than in a network (their weights and inputs stay in cache between invokes; in a
-graph each op also waits for the last), so a second, three-number stage per precision
-is fitted on the table's chains, small random networks of the grid's units timed whole:
-an op's time in a graph is ``scale x its kernel time + a per-op cost + its bytes /
-a bandwidth``. A model's prediction is the floor once plus its ops. An op whose kernel
+A kernel's time is its median less the table's invoke floor. Kernels timed alone need
+not take their time in a network (alone, their weights and inputs stay in cache between
+invokes; in a graph each op also waits for the last), so a second stage per precision
+is chosen on the table's chains, small random networks of the grid's units timed whole:
+the kernels' own times, one scale, or ``scale x kernel time + a per-op cost + bytes /
+a bandwidth``, whichever predicts the chains best left one out (no zoo network is
+used). A model's prediction is the floor once plus its ops. An op whose kernel
 type the table lacks is named and left out: the total is then a lower bound.
 """
 
@@ -109,14 +110,47 @@ class InGraph:
     per_op_us: float
     gbs: float | None  # bandwidth of the bytes term (None: no such term)
     chains: int
-    rmspe: float | None  # of the chains' predicted totals (None: no chains)
+    rmspe: float | None  # leave-one-out, of the chains' totals (None: no chains)
+    form: str = "alone"  # which form the chains chose: alone, scale or line
 
     def apply(self, kernel_ms: float, moved_bytes: float) -> float:
         extra = moved_bytes / (self.gbs * 1e6) if self.gbs else 0.0
         return self.scale * kernel_ms + self.per_op_us / 1e3 + extra
 
 
-ALONE = InGraph("any", 1.0, 0.0, None, 0, None)  # no chains: the kernels' own times
+ALONE = InGraph("any", 1.0, 0.0, None, 0, None, "alone")  # no chains: the kernels' own times
+MIN_CHAINS = 6
+
+
+def _alone_form(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The kernels' own times, as they are."""
+    return np.array([1.0, 0.0, 0.0])
+
+
+def _scale_form(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """One scale: the median ratio of whole to the sum of the kernels alone."""
+    return np.array([float(np.median(y / x[:, 0])), 0.0, 0.0])
+
+
+def _line_form(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Scale, per-op cost and bytes term, by non-negative least squares on the
+    relative error."""
+    from scipy.optimize import nnls  # heavy: scipy
+
+    coef, _ = nnls(x / y[:, None], np.ones(len(y)))
+    return coef
+
+
+FORMS = (_alone_form, _scale_form, _line_form)
+
+
+def _leave_one_out(form, x: np.ndarray, y: np.ndarray) -> float:
+    """RMSPE of ``form`` predicting each chain from the others."""
+    errors = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        errors.append(x[i] @ form(x[keep], y[keep]) / y[i] - 1)
+    return float(np.sqrt(np.mean(np.square(errors))))
 
 
 def _moved(features: Sequence[float]) -> float:
@@ -175,24 +209,24 @@ class Predictor:
         return times
 
     def _in_graph(self, precision: str, chains: Sequence[ChainRow]) -> InGraph:
-        """Scale, per-op cost and bandwidth by non-negative least squares on the chains
-        of ``precision`` (their kernels' times alone against their whole times)."""
-        from scipy.optimize import nnls  # heavy: scipy
-
+        """The in-graph stage of ``precision``: of the kernels' own times, one scale
+        (the chains' median ratio) and scale + per-op cost + bandwidth (non-negative
+        least squares on relative error), the form with the lowest leave-one-out error
+        on the chains; kernels alone with fewer than ``MIN_CHAINS`` chains."""
         rows, target = [], []
         for chain in chains:
             alone = self._alone(chain.ops)
-            if None in alone:
-                continue
-            rows.append([sum(alone), len(alone) / 1e3, sum(_moved(f) for _, f in chain.ops) / 1e6])
-            target.append(chain.ms - self.floor_ms)
-        if len(rows) < 4:
+            if None not in alone:
+                rows.append([sum(alone), len(alone) / 1e3,
+                             sum(_moved(f) for _, f in chain.ops) / 1e6])
+                target.append(chain.ms - self.floor_ms)
+        if len(rows) < MIN_CHAINS:
             return dataclasses.replace(ALONE, precision=precision)
         x, y = np.array(rows), np.array(target)
-        coef, _ = nnls(x / y[:, None], np.ones(len(y)))  # relative error, not absolute
-        rmspe = float(np.sqrt(np.mean((x @ coef / y - 1) ** 2)))
-        return InGraph(precision, float(coef[0]), float(coef[1]), _rate(coef[2]), len(rows),
-                       rmspe)
+        best = min(FORMS, key=lambda form: _leave_one_out(form, x, y))
+        coef = best(x, y)
+        return InGraph(precision, float(coef[0]), float(coef[1]), _rate(coef[2]),
+                       len(rows), _leave_one_out(best, x, y), best.__name__.strip("_").removesuffix("_form"))
 
     @property
     def fits(self) -> tuple[KernelFit, ...]:

@@ -448,10 +448,11 @@ def calibrate_table(report: dict[str, Any], *, width: int) -> Table:
                Column("fit RMSPE", right=True))
     body = [[f["kernel"], str(f["rows"]), f"{f['fixed_us']:.1f}", _num(f["gmacs"], ".1f"),
              _num(f["gbs"], ".1f"), f"{f['rmspe']:.0%}"] for f in report["fits"]]
-    graph = "; ".join(f"{g['precision']}: x{g['scale']:.2f} + {g['per_op_us']:.1f} us/op"
+    graph = "; ".join(f"{g['precision']}: {g['form']}, x{g['scale']:.2f}"
+                      + (f" + {g['per_op_us']:.1f} us/op" if g["per_op_us"] else "")
                       + (f" + bytes at {g['gbs']:.0f} GB/s" if g["gbs"] else "")
-                      + (f" ({g['chains']} chains, RMSPE {g['rmspe']:.0%})" if g["chains"] else
-                         " (no chains yet: kernels alone)")
+                      + (f" ({g['chains']} chains, leave-one-out RMSPE {g['rmspe']:.0%})"
+                         if g["chains"] else " (too few chains yet: kernels alone)")
                       for g in report["in_graph"])
     return fitted(f"kernel table of {report['device']}: {report['blocks']} blocks, "
                   f"{report['kernels']} kernels", columns, body, width=width,
