@@ -245,3 +245,20 @@ def test_calibrate_over_adb_on_the_test_device(connect_device, benchmark_binary,
     assert table["state"]["last"]["serial"] == f"pixel:{device.serial}"
     assert {"CONV_2D.1x1:int8", "DEPTHWISE_CONV_2D:fp32"} <= {r["kernel"] for r in table["rows"]}
     assert all(r["ms"] > 0 for r in table["rows"])
+
+
+def test_the_in_graph_form_is_chosen_by_leave_one_out_on_the_chains() -> None:
+    import numpy as np
+
+    from device_profiles.predictor import FORMS, _leave_one_out
+
+    rng = np.random.default_rng(0)
+    alone = rng.uniform(0.1, 5.0, 20)
+    ops, moved = rng.integers(10, 80, 20) / 1e3, rng.uniform(0.1, 20, 20)
+    x = np.column_stack([alone, ops, moved])
+    scaled = 1.3 * alone  # whole = 1.3 x the kernels alone: one scale explains it
+    errors = {f.__name__: _leave_one_out(f, x, scaled) for f in FORMS}
+    assert errors["_scale_form"] < 1e-9 < errors["_alone_form"]
+    lined = 0.9 * alone + 2.0 * ops + moved / 50  # per-op cost and bytes: the line
+    errors = {f.__name__: _leave_one_out(f, x, lined) for f in FORMS}
+    assert min(errors, key=errors.get) == "_line_form" and errors["_line_form"] < 1e-6
