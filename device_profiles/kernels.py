@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from device_profiles.tflite_cost import DTYPE_BITS, DTYPES, FlatGraph, RULES
+from device_profiles.tflite_cost import DTYPE_BITS, DTYPES, FlatGraph, op_cost
 from mobilectl.core.cost import prod
 
 #: feature names, in the order of :attr:`KernelOp.features`
@@ -77,10 +77,8 @@ def _kernel_op(graph: FlatGraph, index: int, op, kind: str) -> KernelOp:
     first_in = graph.shapes[activations[0]] if activations else ()
     cin = first_in[-1] if first_in else 0
     cout = out[-1] if out else 0
-    macs_rule, elementwise_rule = RULES.get(kind, (None, None))
-    ins = [graph.shapes[t] for t in reads]
-    macs = macs_rule(graph, op, ins, out) if macs_rule else 0
-    macs = macs or (elementwise_rule(graph, op, ins, out) if elementwise_rule else 0)
+    cost = op_cost(graph, op, kind)
+    macs = cost.macs or cost.elementwise
     kernel_area = weights[1] * weights[2] if kind in ("CONV_2D", "DEPTHWISE_CONV_2D") \
         and len(weights) == 4 else (graph.pool_area(op) if "POOL" in kind else 1)
     in_hw = first_in[1] * first_in[2] if len(first_in) == 4 else 0

@@ -223,10 +223,11 @@ class Predictor:
         if len(rows) < MIN_CHAINS:
             return dataclasses.replace(ALONE, precision=precision)
         x, y = np.array(rows), np.array(target)
-        best = min(FORMS, key=lambda form: _leave_one_out(form, x, y))
+        errors = {form: _leave_one_out(form, x, y) for form in FORMS}
+        best = min(FORMS, key=errors.__getitem__)
         coef = best(x, y)
-        return InGraph(precision, float(coef[0]), float(coef[1]), _rate(coef[2]),
-                       len(rows), _leave_one_out(best, x, y), best.__name__.strip("_").removesuffix("_form"))
+        return InGraph(precision, float(coef[0]), float(coef[1]), _rate(coef[2]), len(rows),
+                       errors[best], best.__name__.strip("_").removesuffix("_form"))
 
     @property
     def fits(self) -> tuple[KernelFit, ...]:

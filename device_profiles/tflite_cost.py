@@ -163,7 +163,7 @@ def analyze(data: bytes, *, name: str) -> ModelCost:
     """
     try:
         graph = FlatGraph(data)
-        rows = [_op_cost(graph, op, kind) for op, kind in zip(graph.ops, graph.kinds)]
+        rows = [op_cost(graph, op, kind) for op, kind in zip(graph.ops, graph.kinds)]
     except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
         raise UserError(f"{name}: the .tflite flatbuffer is truncated or corrupt "
                         f"({type(exc).__name__})") from None
@@ -179,7 +179,8 @@ def analyze(data: bytes, *, name: str) -> ModelCost:
                      input_shape=graph.shapes[graph.inputs[0]][1:] if graph.inputs else ())
 
 
-def _op_cost(graph: FlatGraph, op, kind: str) -> LayerCost:
+def op_cost(graph: FlatGraph, op, kind: str) -> LayerCost:
+    """One op's MACs, element-wise ops, stored constants and activation sizes."""
     reads, writes = graph.reads(op), graph.writes(op)
     ins = [graph.shapes[i] for i in reads]
     out = graph.shapes[writes[0]] if writes else ()

@@ -228,7 +228,7 @@ def time_batch(kernels: Sequence[Kernel], folder: Path, timer: HostTimer | AdbTi
     times = timer.time([folder / k.file for k in kernels], progress)
     rows, chains, failures = [], [], []
     for k in kernels:
-        value = times.get(k.file) or times.get(Path(k.file).stem)
+        value = times.get(k.file)
         if not isinstance(value, float):
             failures.append(f"{k.file}: {value or 'not timed'}")
         elif k.ops:
@@ -297,7 +297,7 @@ def _with_floor(table: KernelTable, folder: Path, timer: HostTimer | AdbTimer,
     progress("time an invoke that does almost nothing (the per-model floor)")
     floor = floor_kernel(folder)
     found = timer.time([floor], progress)
-    value = found.get(floor.name, found.get(floor.stem))
+    value = found.get(floor.name)
     if not isinstance(value, float):
         raise UserError(f"the device could not run the calibration's first kernel: {value}")
     return dataclasses.replace(table, floor_ms=value, state={"first": timer.state()})

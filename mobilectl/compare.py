@@ -23,7 +23,8 @@ from device_profiles.stats import ratio_interval
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import write_atomic
 from mobilectl.core.types import Precision
-from mobilectl.profiling import check_precision, resolve_targets
+from mobilectl.predict import check_precision
+from mobilectl.profiling import resolve_targets
 
 Progress = Callable[[str], None]
 COMPARE_JSON = "compare.json"

@@ -35,6 +35,7 @@ from mobilectl.core.files import sha256, tool_versions, user_cache, write_atomic
 from mobilectl.core.types import Precision
 
 Progress = Callable[[str], None]
+#: what a registry name can be exported at to profile or predict it
 PRECISIONS = (Precision.FP32, Precision.INT8)
 FAR_RATIO = 2.0  # a layer measured this many times slower (or faster) than predicted: flagged
 FAR_SHARE = 0.02  # ... and taking at least this share of the measured time

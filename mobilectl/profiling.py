@@ -33,21 +33,10 @@ from mobilectl.core.files import sha256, tool_versions
 from mobilectl.core.manifest import MANIFEST, ManifestEntry, read_manifest
 from mobilectl.core.tfenv import import_quietly
 from mobilectl.core.types import Format, Precision
-from mobilectl.predict import far_layers, predict_flatbuffer
+from mobilectl.predict import check_precision, far_layers, predict_flatbuffer
 from models_keras.registry import family_representatives
 
 Progress = Callable[[str], None]
-#: what a registry name can be exported at for profiling
-PROFILE_PRECISIONS = (Precision.FP32, Precision.INT8)
-
-
-def check_precision(value: str) -> Precision:
-    """``--precision``: fp32 or int8."""
-    if value not in PROFILE_PRECISIONS:
-        raise UserError(f"--precision {value!r} is not allowed: one of "
-                        f"{', '.join(PROFILE_PRECISIONS)}")
-    return Precision(value)
-
 
 def is_file_target(target: str) -> bool:
     """A ``.tflite``/``.onnx`` file or a manifest (else a registry name); anything else
