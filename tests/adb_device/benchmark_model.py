@@ -27,6 +27,25 @@ STARTED = time.monotonic()  # before numpy and LiteRT load: a run's whole time h
 import numpy as np  # noqa: E402
 
 
+def _heat(root: str, seconds: float) -> None:
+    """Log this run's busy seconds and wait (up to 10 s) until the SoC's thermal thread
+    has counted them, as a phone is hot when the run ends, not some time later."""
+    log = os.path.join(root, "work.log")
+    with open(log, "a", encoding="ascii") as out:
+        out.write(f"{seconds:.6f}\n")
+    with open(log, encoding="ascii") as text:
+        total = sum(float(x) for x in text.read().split())
+    seen, deadline = os.path.join(root, "work.seen"), time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            with open(seen, encoding="ascii") as text:
+                if float(text.read() or 0) >= total - 1e-5:
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+
+
 FORMAT = os.environ.get("MOBILECTL_TEST_DEVICE_BENCH_FORMAT", "litert")
 FLAGS = (("num_runs", "50", "int32", "expected number of runs"),
          ("warmup_runs", "1", "int32", "minimum number of runs performed on initialization"),
@@ -217,8 +236,7 @@ def main() -> int:
     timed = run(args.num_runs)
     root = os.environ.get("MOBILECTL_TEST_DEVICE_ROOT")
     if root:  # the SoC heats by the seconds this run kept it busy (tests/adb_device/soc.py)
-        with open(os.path.join(root, "work.log"), "a", encoding="ascii") as log:
-            log.write(f"{time.monotonic() - STARTED:.6f}\n")
+        _heat(root, time.monotonic() - STARTED)
     say(_stats(timed, modern))
     say(f"Inference timings in us: Init: {init_us:.0f}, First inference: {warm[0]:.0f}, "
         f"Warmup (avg): {np.mean(warm):.6g}, Inference (avg): {np.mean(timed):.6g}")

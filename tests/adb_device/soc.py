@@ -4,7 +4,8 @@
 A Tensor G2 layout (cpu0-3 at 1.80 GHz, cpu4-5 at 2.35 GHz, cpu6-7 at 2.85 GHz). The
 temperature is a first-order thermal model driven by real work: the device's
 ``benchmark_model`` appends the seconds each run took (load and inference) to
-``work.log``; a thread heats
+``work.log`` and waits until the thread has taken it into the zones (``work.seen``),
+so the heat shows before the run returns, however loaded this host is; the thread heats
 the zones by that work and cools them toward ambient while idle (or never, with the
 ``never_cools`` fault). Above the trip point the policy caps cpu4-7 (``scaling_max_freq``
 drops), as thermal throttling does on a phone. ``cmd power
@@ -118,6 +119,7 @@ class Soc:
             offset = {"BIG": 0.0, "MID": -2.0, "LITTLE": -4.0, "battery": -8.0}[name]
             _write(self.root / f"sys/class/thermal/thermal_zone{n}/temp",
                    f"{round((self.temp + offset) * 1000)}\n")
+        _write(self.root / "work.seen", f"{busy:.6f}\n")  # benchmark_model waits for this
 
     def _run(self) -> None:
         last = time.monotonic()
