@@ -70,6 +70,16 @@ def _depthwise(x: Any, b: Block) -> Any:
     return depthwise_bn(x, b.k, strides=b.stride, act=b.act, dilation=b.dilation, name="k")
 
 
+def _strided_dilated(x: Any, b: Block) -> Any:
+    """ESPNetv2's down-sampling branch (Mehta et al. 2019): a dilated depthwise conv at
+    stride 1, then every second row and column (a STRIDED_SLICE the runtime may not
+    delegate)."""
+    from models_keras.layers import StridedDilatedDepthwiseConv2D  # heavy: Keras
+
+    return StridedDilatedDepthwiseConv2D(b.k, padding="same", dilation_rate=b.dilation,
+                                         use_bias=False, subsample=b.stride, name="k.conv")(x)
+
+
 def _dense(x: Any, b: Block) -> Any:
     from keras import layers  # heavy: Keras
 
@@ -137,6 +147,15 @@ def _pad(x: Any, b: Block) -> Any:
 
     x = layers.ZeroPadding2D(((0, 1), (0, 1)), name="k.pad")(x)
     return layers.Cropping2D(((1, 0), (1, 0)), name="k.crop")(x)
+
+
+def _pad_pool(x: Any, b: Block) -> Any:
+    """Zero padding, then a 3x3 average pool at stride 2: ESPNetv2's image pyramid and
+    down-sampling shortcut (Mehta et al. 2019)."""
+    from keras import layers  # heavy: Keras
+
+    x = layers.ZeroPadding2D(1, name="k.pad")(x)
+    return layers.AveragePooling2D(b.k, strides=b.stride, name="k.pool")(x)
 
 
 def _unit(x: Any, kind: str, *, cout: int, stride: int, name: str) -> Any:
@@ -234,6 +253,9 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     "act": (_activation, 24, {"act": ("relu", "relu6", "hard_swish", "sigmoid", "leaky", "prelu")}),
     "pad": (_pad, 8, {}),
     "chain": (_chain, 60, {"k": (3, 4, 6, 8), "groups": tuple(range(1, 9))}),  # groups: a seed
+    # last, so that adding it left every earlier block (and a table's rows) as it was
+    "dwds": (_strided_dilated, 24, {"k": (3,), "stride": (2,), "dilation": (1, 2, 3, 4, 5)}),
+    "padpool": (_pad_pool, 16, {"k": (3,), "stride": (2,)}),
 }
 
 
@@ -246,7 +268,7 @@ def _fits(b: Block) -> bool:
             "add": 2 * b.hw ** 2 * b.cin ** 2, "concat": 2 * b.hw ** 2 * b.cin ** 2}.get(b.kind, 0)
     if b.cin % b.groups or b.cout % b.groups or (b.kind == "shuffle" and b.cin % (2 * b.groups)):
         return False
-    if b.kind == "dwd" and b.hw < 2 * b.dilation + 1:
+    if b.kind in ("dwd", "dwds") and b.hw < 2 * b.dilation + 1:
         return False
     if b.kind == "pool" and b.in_hw < b.k:
         return False

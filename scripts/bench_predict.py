@@ -9,7 +9,7 @@
 3. Per precision: the share of variants within +-10% and +-20%, the RMSPE, and
    Spearman(predicted, measured) next to Spearman(MACs, measured).
 
-Usage: python scripts/bench_predict.py [--repeats 3] [--budget-min 30] [--quick]
+Usage: python scripts/bench_predict.py [--repeats 5] [--budget-min 30] [--quick]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget-min", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="one model per family")
     args = parser.parse_args()
