@@ -5,7 +5,7 @@
 2. Every registry model at several resolutions and widths, fp32 and int8: converted
    as ``export`` converts it, predicted from the table (no zoo network is in it), and
    measured with LiteRT's benchmark tool (``profile --device host``'s backend,
-   ``--repeats`` fresh processes, median of their medians).
+   ``--repeats`` fresh processes in interleaved rounds, median of their medians).
 3. Per precision: the share of variants within +-10% and +-20%, the RMSPE, and
    Spearman(predicted, measured) next to Spearman(MACs, measured).
 
@@ -95,32 +95,19 @@ def main() -> None:
     import_quietly()
     from device_profiles.profile import load_profile
     from mobilectl.calibrate import CalibrateOptions, calibrate
-    from mobilectl.core.types import Precision
-    from mobilectl.predict import flatbuffer_of, predict_flatbuffer
-    from device_profiles.predictor import Predictor, error_pct
+    from device_profiles.predictor import Predictor
 
     start = time.monotonic()
     done = calibrate(load_profile("host"), CalibrateOptions(budget_min=args.budget_min), log)
     calibration_s = time.monotonic() - start
     log(f"kernel table: {len(done.table.rows)} kernels, {done.remaining} blocks left")
     predictor = Predictor(done.table)
-    rows, folder = [], ROOT / "bench" / "predict-files"
+    folder = ROOT / "bench" / "predict-files"
     folder.mkdir(parents=True, exist_ok=True)
-    for name, knobs in variants(args.quick):
-        for precision in (Precision.FP32, Precision.INT8):
-            data, label = flatbuffer_of(name, precision=precision, knobs=knobs, progress=log)
-            path = folder / f"{label}-{precision}.tflite"
-            path.write_bytes(data)
-            prediction, _, macs = predict_flatbuffer(data, predictor)
-            reps = measure(path, args.repeats)
-            ms = statistics.median(reps)
-            rows.append({"model": label, "precision": str(precision), "macs": macs,
-                         "predicted_ms": prediction.total_ms, "measured_ms": ms,
-                         "measured_reps": reps, "error_pct": error_pct(prediction.total_ms, ms),
-                         "lower_bound": prediction.lower_bound, "missing": list(prediction.missing)})
-            log(f"{label} {precision}: predicted {prediction.total_ms:.2f} ms, measured "
-                f"{ms:.2f} ms ({rows[-1]['error_pct']:+.1f}%)")
-            path.unlink()
+    rows = predicted(predictor, folder, quick=args.quick)
+    measured(rows, folder, repeats=args.repeats)
+    for file in folder.glob("*.tflite"):
+        file.unlink()
     folder.rmdir()
     by_precision = {p: summary([r for r in rows if r["precision"] == p]) for p in ("fp32", "int8")}
     text = render(rows, by_precision, done, calibration_s, args)
@@ -128,6 +115,40 @@ def main() -> None:
     publish(ROOT, "predict", text, {"summary": by_precision, "rows": rows,
                                     "fits": [f.__dict__ for f in predictor.fits]}, [],
             start=START, end=END)
+
+
+def predicted(predictor: Any, folder: Path, *, quick: bool) -> list[dict[str, Any]]:
+    """Every variant converted (kept in ``folder``) and predicted from the table."""
+    from mobilectl.core.types import Precision
+    from mobilectl.predict import flatbuffer_of, predict_flatbuffer
+
+    rows = []
+    for name, knobs in variants(quick):
+        for precision in (Precision.FP32, Precision.INT8):
+            data, label = flatbuffer_of(name, precision=precision, knobs=knobs, progress=log)
+            (folder / f"{label}-{precision}.tflite").write_bytes(data)
+            prediction, _, macs = predict_flatbuffer(data, predictor)
+            rows.append({"model": label, "precision": str(precision), "macs": macs,
+                         "predicted_ms": prediction.total_ms, "lower_bound": prediction.lower_bound,
+                         "missing": list(prediction.missing), "measured_reps": []})
+    return rows
+
+
+def measured(rows: list[dict[str, Any]], folder: Path, *, repeats: int) -> None:
+    """Each variant measured ``repeats`` times in interleaved rounds (every variant once
+    per round, so that a slow spell of this VM spreads over all of them), then its
+    median and error."""
+    from device_profiles.predictor import error_pct
+
+    for round_ in range(repeats):
+        log(f"measure round {round_ + 1} of {repeats}: {len(rows)} variants")
+        for r in rows:
+            r["measured_reps"] += measure(folder / f"{r['model']}-{r['precision']}.tflite", 1)
+    for r in rows:
+        r["measured_ms"] = statistics.median(r["measured_reps"])
+        r["error_pct"] = error_pct(r["predicted_ms"], r["measured_ms"])
+        log(f"{r['model']} {r['precision']}: predicted {r['predicted_ms']:.2f} ms, measured "
+            f"{r['measured_ms']:.2f} ms ({r['error_pct']:+.1f}%)")
 
 
 def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
@@ -141,7 +162,7 @@ def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
              f"batches here; this run {calibration_s / 60:.1f} min including the rest). "
              "No zoo network is in the table: every variant below is predicted from kernels "
              "alone, then measured with LiteRT's benchmark tool (median of "
-             f"{args.repeats} fresh processes, 30 runs each).", "",
+             f"{args.repeats} fresh processes in interleaved rounds, 30 runs each).", "",
              "| precision | variants | within ±10% | within ±20% | RMSPE | median abs. error "
              "| Spearman(predicted, measured) | Spearman(MACs, measured) |",
              "|---|---|---|---|---|---|---|---|"]
