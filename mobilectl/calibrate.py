@@ -40,8 +40,8 @@ Progress = Callable[[str], None]
 PRECISIONS = (Precision.FP32, Precision.INT8)
 BATCH = 12  # blocks converted and timed together, then saved
 RUNS, WARMUP = 30, 5
-#: fresh processes per batch on this machine: a process can run all its kernels up to 1.7x
-#: slower than the next (placement; bimodal here), so each kernel takes the median
+#: fresh processes per batch on this machine: a process can run all its kernels 1.6-1.8x
+#: slower than the next (bimodal here; the cause is not known), so each kernel takes the median
 PROCESSES = 3
 MAX_BUDGET_MIN = 24 * 60
 

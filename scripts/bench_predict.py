@@ -126,12 +126,17 @@ def predicted(predictor: Any, folder: Path, *, quick: bool) -> list[dict[str, An
     for name, knobs in variants(quick):
         for precision in (Precision.FP32, Precision.INT8):
             data, label = flatbuffer_of(name, precision=precision, knobs=knobs, progress=log)
-            (folder / f"{label}-{precision}.tflite").write_bytes(data)
+            _artifact(folder, label, str(precision)).write_bytes(data)
             prediction, _, macs = predict_flatbuffer(data, predictor)
             rows.append({"model": label, "precision": str(precision), "macs": macs,
                          "predicted_ms": prediction.total_ms, "lower_bound": prediction.lower_bound,
                          "missing": list(prediction.missing), "measured_reps": []})
     return rows
+
+
+def _artifact(folder: Path, label: str, precision: str) -> Path:
+    """Where a variant's converted file waits to be measured."""
+    return folder / f"{label}-{precision}.tflite"
 
 
 def measured(rows: list[dict[str, Any]], folder: Path, *, repeats: int) -> None:
@@ -143,7 +148,7 @@ def measured(rows: list[dict[str, Any]], folder: Path, *, repeats: int) -> None:
     for round_ in range(repeats):
         log(f"measure round {round_ + 1} of {repeats}: {len(rows)} variants")
         for r in rows:
-            r["measured_reps"] += measure(folder / f"{r['model']}-{r['precision']}.tflite", 1)
+            r["measured_reps"] += measure(_artifact(folder, r["model"], r["precision"]), 1)
     for r in rows:
         r["measured_ms"] = statistics.median(r["measured_reps"])
         r["error_pct"] = error_pct(r["predicted_ms"], r["measured_ms"])

@@ -29,17 +29,16 @@ import numpy as np  # noqa: E402
 
 def _heat(root: str, seconds: float) -> None:
     """Log this run's busy seconds and wait (up to 10 s) until the SoC's thermal thread
-    has counted them, as a phone is hot when the run ends, not some time later."""
-    log = os.path.join(root, "work.log")
-    with open(log, "a", encoding="ascii") as out:
-        out.write(f"{seconds:.6f}\n")
-    with open(log, encoding="ascii") as text:
-        total = sum(float(x) for x in text.read().split())
+    has counted the log up to this line, as a phone is hot when the run ends, not some
+    time later."""
+    with open(os.path.join(root, "work.log"), "a", encoding="ascii") as log:
+        log.write(f"{seconds:.6f}\n")
+        logged = log.tell()
     seen, deadline = os.path.join(root, "work.seen"), time.monotonic() + 10.0
     while time.monotonic() < deadline:
         try:
             with open(seen, encoding="ascii") as text:
-                if float(text.read() or 0) >= total - 1e-5:
+                if int(text.read() or 0) >= logged:
                     return
         except (OSError, ValueError):
             pass
