@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from device_profiles.tflite_cost import DTYPE_BITS, DTYPES, FlatGraph, op_cost
+from device_profiles.tflite_cost import DTYPE_BITS, DTYPES, FlatGraph, as_graph, op_cost
 from mobilectl.core.cost import prod
 
 #: feature names, in the order of :attr:`KernelOp.features`
@@ -62,9 +62,9 @@ def _precision(graph: FlatGraph, activations: list[int], outputs: list[int]) -> 
     return "int8" if dtype in INT_TYPES else "fp32"
 
 
-def kernel_ops(data: bytes) -> list[KernelOp]:
+def kernel_ops(data: bytes | FlatGraph) -> list[KernelOp]:
     """Every op of the first subgraph, in execution order, as kernel type and features."""
-    graph = FlatGraph(data)
+    graph = as_graph(data)
     return [_kernel_op(graph, i, op, kind) for i, (op, kind) in enumerate(zip(graph.ops, graph.kinds))]
 
 

@@ -27,9 +27,11 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from device_profiles import kernel_table
 from device_profiles.kernel_table import ChainRow, KernelRow, KernelTable
 from device_profiles.kernels import FEATURES, KernelOp
 
@@ -239,6 +241,20 @@ class Predictor:
         times = [None if t is None else self.in_graph[op.kernel.rpartition(":")[2]].apply(
             t, _moved(op.features)) for op, t in zip(ops, alone)]
         return Prediction(tuple(OpPrediction(op, t) for op, t in zip(ops, times)), self.floor_ms)
+
+
+_FITTED: dict[tuple[str, int, int], Predictor] = {}
+
+
+def fitted(device: str) -> tuple[Predictor, Path]:
+    """The predictor of ``device``'s kernel table and the table's file (a UserError says
+    how to make one). Fitted once per process for each version of the file."""
+    table, path = kernel_table.find(device)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _FITTED:
+        _FITTED[key] = Predictor(table)
+    return _FITTED[key], path
 
 
 def error_pct(predicted: float, measured: float) -> float:

@@ -155,14 +155,20 @@ def read(path: Path) -> bytes:
     return data
 
 
-def analyze(data: bytes, *, name: str) -> ModelCost:
-    """Per-op and total cost of a TFLite flatbuffer (its first subgraph).
+def as_graph(data: bytes | FlatGraph) -> FlatGraph:
+    """``data`` read as a :class:`FlatGraph` (a graph already read: itself)."""
+    return data if isinstance(data, FlatGraph) else FlatGraph(data)
+
+
+def analyze(data: bytes | FlatGraph, *, name: str) -> ModelCost:
+    """Per-op and total cost of a TFLite flatbuffer (its first subgraph), as bytes or
+    already read.
 
     Raises:
         UserError: the flatbuffer is truncated or inconsistent.
     """
     try:
-        graph = FlatGraph(data)
+        graph = as_graph(data)
         rows = [op_cost(graph, op, kind) for op, kind in zip(graph.ops, graph.kinds)]
     except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
         raise UserError(f"{name}: the .tflite flatbuffer is truncated or corrupt "
@@ -205,10 +211,10 @@ def _peak(graph: FlatGraph) -> int:
 
 
 
-def file_ops(data: bytes) -> list[FileOp]:
+def file_ops(data: bytes | FlatGraph) -> list[FileOp]:
     """The ops of the first subgraph in execution order, with the tensor names they read
     and write (an op's own name is its first output's)."""
-    graph = FlatGraph(data)
+    graph = as_graph(data)
     names = [t.Name().decode() for t in graph.tensors]
     return [FileOp(i, kind, names[graph.writes(op)[0]] if graph.writes(op) else kind,
                    tuple(names[t] for t in graph.reads(op)),

@@ -30,8 +30,7 @@ import exporter
 import models_keras
 import quant
 from device_profiles.harness import Artifact, ProfileOptions, measure
-from device_profiles import kernel_table
-from device_profiles.predictor import Predictor
+from device_profiles.predictor import fitted
 from device_profiles.profile import Transport, load_profile
 from exporter import formats as format_table
 from exporter.artifacts import artifact_name, file_model_name
@@ -458,7 +457,7 @@ def _predicted_check(check: BudgetCheck, path: Path, why: str) -> BudgetCheck:
     """A latency budget no device could measure, checked by prediction from the
     profile's kernel table when it has one (and saying so); else ``check`` as it is."""
     try:
-        predictor = cached_predictor(check.profile)
+        predictor, _ = fitted(check.profile)
     except UserError:
         return check
     prediction, _, _ = predict_flatbuffer(path.read_bytes(), predictor)
@@ -470,13 +469,6 @@ def _predicted_check(check: BudgetCheck, path: Path, why: str) -> BudgetCheck:
     text = (f"{check.artifact}: predicted {'>=' if bound else ''}{ms:.3f} ms on {check.profile} "
             f"from its kernel table, not measured ({why}): {verdict}")
     return dataclasses.replace(check, value=ms, ok=ok, text=text, predicted=True)
-
-
-@functools.cache
-def cached_predictor(profile: str) -> Predictor:
-    """The fitted predictor of a profile's kernel table, once per process."""
-    table, _ = kernel_table.find(profile)
-    return Predictor(table)
 
 
 def _delegate_check(budget: Budget, entry: ManifestEntry, out: Path, cache: Path, gate: Gate,

@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from device_profiles import kernel_table
 from device_profiles.kernel_table import KernelTable
 from device_profiles.kernels import KernelOp, kernel_ops
 from device_profiles.per_layer import Device, OpTimes, PerLayer, TimedOp, join
-from device_profiles.predictor import Prediction, Predictor, error_pct
+from device_profiles.predictor import Prediction, Predictor, error_pct, fitted
 from device_profiles.profile import Profile, load_profile
-from device_profiles.tflite_cost import analyze, file_ops
+from device_profiles.tflite_cost import analyze, as_graph, file_ops
 from mobilectl.calibrate import CalibrateOptions, timer_for
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import sha256, tool_versions, user_cache, write_atomic
@@ -91,8 +90,8 @@ def check_precision(value: str) -> Precision:
 def load_predictor(profile: Profile, options: PredictOptions) -> tuple[Predictor, Path, list[str]]:
     """The device's fitted predictor and its table, with a warning when the table was
     measured with another runtime than the device now runs."""
-    table, path = kernel_table.find(profile.name)
-    return Predictor(table), path, runtime_warnings(table, profile, options)
+    predictor, path = fitted(profile.name)
+    return predictor, path, runtime_warnings(predictor.table, profile, options)
 
 
 def runtime_warnings(table: KernelTable, profile: Profile, options: PredictOptions) -> list[str]:
@@ -140,12 +139,13 @@ def flatbuffer_of(target: str, *, precision: Precision, knobs: dict[str, Any],
 
 def predict_flatbuffer(data: bytes, predictor: Predictor) -> tuple[Prediction, PerLayer, int]:
     """Stage: each op predicted and tied to its layers; and the file's MACs."""
-    prediction = predictor.predict(kernel_ops(data))
+    graph = as_graph(data)  # read once for the three readings below
+    prediction = predictor.predict(kernel_ops(graph))
     times = OpTimes(tuple(TimedOp(p.op.op, p.op.name, p.ms, None, p.op.index)
                           for p in prediction.ops),
                     "predicted from the kernel table", prediction.total_ms)
-    cost = analyze(data, name="model")
-    layers = join(times, file_ops(data), cost.layers, device=Device(None, None, 4), onnx=False)
+    cost = analyze(graph, name="model")
+    layers = join(times, file_ops(graph), cost.layers, device=Device(None, None, 4), onnx=False)
     return prediction, layers, cost.macs
 
 

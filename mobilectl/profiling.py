@@ -19,10 +19,9 @@ from typing import Any
 from device_profiles.harness import (
     Artifact, ProfileOptions, ProfileResult, artifacts_of, check_options, formats_for, measure,
 )
-from device_profiles import kernel_table
 from device_profiles.measurement import Measurement
 from device_profiles.per_layer import LayerError
-from device_profiles.predictor import Predictor, error_pct
+from device_profiles.predictor import error_pct, fitted
 from device_profiles.profile import load_profile
 from device_profiles.report import write_report
 from exporter import formats as format_table
@@ -131,11 +130,11 @@ def predictions(measurements: Sequence[Measurement], paths: dict[str, Path], dev
     without a table), by artifact; and a warning per layer measured far from its
     prediction (usually a fallback kernel)."""
     try:
-        table, _ = kernel_table.find(device)
+        predictor, _ = fitted(device)
     except UserError:
         return {}, []
     progress(f"predict from the kernel table of {device}")
-    predictor, found, notes = Predictor(table), {}, []
+    found, notes = {}, []
     for m in measurements:
         if m.fmt != Format.TFLITE or m.artifact not in paths:
             continue
