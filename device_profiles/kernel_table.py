@@ -20,29 +20,34 @@ from device_profiles.kernels import FEATURES
 from mobilectl.core.errors import UserError
 from mobilectl.core.files import is_safe_name, user_cache, write_atomic
 
-SCHEMA = 2  # 2: the dilation feature
+SCHEMA = 3  # 2: the dilation feature; 3: each process's time of a kernel
 
 
 @dataclass(frozen=True)
 class KernelRow:
     """One kernel measured: the calibration block it came from, its kernel type, its
-    features (:data:`device_profiles.kernels.FEATURES`) and its median time."""
+    features (:data:`device_profiles.kernels.FEATURES`), its time (the fastest of its
+    processes, ``mobilectl.calibrate.kernel_ms``) and the median of each process that
+    timed it."""
 
     block: str
     op: str
     kernel: str
     features: tuple[float, ...]
     ms: float
+    processes_ms: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class ChainRow:
     """A small network of calibration units timed whole: its ops as (kernel type,
-    features), in order, and its median time (what the kernels cost in one graph)."""
+    features), in order, and its time (what the kernels cost in one graph), as a
+    kernel's."""
 
     block: str
     ops: tuple[tuple[str, tuple[float, ...]], ...]
     ms: float
+    processes_ms: tuple[float, ...] = ()
 
     @property
     def precision(self) -> str:
@@ -80,16 +85,16 @@ class KernelTable:
         data = asdict(self)
         data["schema"], data["features"] = SCHEMA, list(FEATURES)
         data["rows"] = [{**asdict(r), "features": list(r.features)} for r in self.rows]
-        data["chains"] = [{"block": c.block, "ms": c.ms, "ops": [[k, list(f)] for k, f in c.ops]}
-                          for c in self.chains]
+        data["chains"] = [{"block": c.block, "ms": c.ms, "ops": [[k, list(f)] for k, f in c.ops],
+                           "processes_ms": list(c.processes_ms)} for c in self.chains]
         return data
 
     @classmethod
     def of_dict(cls, data: dict[str, Any]) -> KernelTable:
-        rows = tuple(KernelRow(r["block"], r["op"], r["kernel"], tuple(r["features"]), r["ms"])
-                     for r in data["rows"])
-        chains = tuple(ChainRow(c["block"], tuple((k, tuple(f)) for k, f in c["ops"]), c["ms"])
-                       for c in data.get("chains", []))
+        rows = tuple(KernelRow(r["block"], r["op"], r["kernel"], tuple(r["features"]), r["ms"],
+                               tuple(r["processes_ms"])) for r in data["rows"])
+        chains = tuple(ChainRow(c["block"], tuple((k, tuple(f)) for k, f in c["ops"]), c["ms"],
+                                tuple(c["processes_ms"])) for c in data.get("chains", []))
         return cls(data["device"], data["runtime"], int(data["threads"]), rows,
                    tuple(data["blocks"]), data.get("floor_ms"), dict(data.get("state", {})),
                    chains, float(data.get("seconds", 0.0)))

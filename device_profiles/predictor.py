@@ -11,13 +11,15 @@ user can read in two parts:
    the tiling, alignment and threading effects no line has (nn-Meter, Zhang et al.
    2021, fits such a per-kernel regressor).
 
-A kernel's time is its median less the table's invoke floor. Kernels timed alone need
-not take their time in a network (alone, their weights and inputs stay in cache between
-invokes; in a graph each op also waits for the last), so a second stage per precision
-is chosen on the table's chains, small random networks of the grid's units timed whole:
-the kernels' own times, one scale, or ``scale x kernel time + a per-op cost + bytes /
-a bandwidth``, whichever predicts the chains best left one out (no zoo network is
-used). A model's prediction is the floor once plus its ops. An op whose kernel
+A kernel's time is its table time less the table's invoke floor. Kernels timed alone
+need not take their time in a network (alone, their weights and inputs stay in cache
+between invokes; in a graph each op also waits for the last), so a second stage per
+precision is chosen on the table's chains, random networks of the grid's units timed
+whole: the kernels' own times, one scale, or ``scale x kernel time + a per-op cost +
+bytes / a bandwidth``, whichever predicts the chains best left one out (no zoo network
+is used). Only chains of the zoo's size (:data:`MIN_CHAIN_MS` and up) choose it: on
+chains of 0.1 ms the invoke overhead dominates and the third form fitted a scale of
+0.15, which no network of milliseconds bears out. A model's prediction is the floor once plus its ops. An op whose kernel
 type the table lacks is named and left out: the total is then a lower bound.
 """
 
@@ -122,6 +124,7 @@ class InGraph:
 
 ALONE = InGraph("any", 1.0, 0.0, None, 0, None, "alone")  # no chains: the kernels' own times
 MIN_CHAINS = 6
+MIN_CHAIN_MS = 0.5  # the chains that fit the in-graph stage (all, when fewer than MIN_CHAINS)
 
 
 def _alone_form(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -153,6 +156,12 @@ def _leave_one_out(form, x: np.ndarray, y: np.ndarray) -> float:
         keep = np.arange(len(y)) != i
         errors.append(x[i] @ form(x[keep], y[keep]) / y[i] - 1)
     return float(np.sqrt(np.mean(np.square(errors))))
+
+
+def _sized(chains: Sequence[ChainRow]) -> list[ChainRow]:
+    """The chains of :data:`MIN_CHAIN_MS` and up; all of them when too few are."""
+    long = [c for c in chains if c.ms >= MIN_CHAIN_MS]
+    return long if len(long) >= MIN_CHAINS else list(chains)
 
 
 def _moved(features: Sequence[float]) -> float:
@@ -196,7 +205,8 @@ class Predictor:
         self.table = table
         self.floor_ms = table.floor_ms or 0.0
         self.models = {k: KernelModel(k, rows, self.floor_ms) for k, rows in sorted(by_kernel.items())}
-        self.in_graph = {p: self._in_graph(p, [c for c in table.chains if c.precision == p])
+        self.in_graph = {p: self._in_graph(p, _sized([c for c in table.chains
+                                                       if c.precision == p]))
                          for p in ("fp32", "int8")}
 
     def _alone(self, ops: Sequence[tuple[str, Sequence[float]]]) -> list[float | None]:

@@ -77,6 +77,11 @@ def test_calibrate_writes_the_table_with_its_runtime_and_resumes(host_cache, cap
     assert first["runtime"] == f"ai-edge-litert {metadata.version('ai-edge-litert')}"
     assert first["threads"] == 2 and first["floor_ms"] > 0 and first["state"]["first"]["cores"]
     assert len(first["blocks"]) == 12
+    from mobilectl.calibrate import PROCESSES, kernel_ms
+
+    for row in first["rows"]:  # each process's time is kept, and the kernel's is made of them
+        assert len(row["processes_ms"]) == PROCESSES
+        assert row["ms"] == kernel_ms(row["processes_ms"])
     kernels = {r["kernel"] for r in first["rows"]}
     assert {"CONV_2D.1x1:fp32", "CONV_2D.1x1:int8", "DEPTHWISE_CONV_2D:int8", "ADD:int8",
             "TRANSPOSE:fp32", "FULLY_CONNECTED:int8"} <= kernels
@@ -89,6 +94,7 @@ def test_calibrate_writes_the_table_with_its_runtime_and_resumes(host_cache, cap
     assert kept == first["rows"]  # resumed: the first batch is not measured again
     assert {f["kernel"] for f in report["fits"]} == {r["kernel"] for r in second["rows"]}
     assert second["chains"], "the second batch holds the first chain, timed whole"
+    assert any(c["block"].startswith("net-") for c in second["chains"])  # and a zoo-sized one
 
 
 def test_predict_per_layer_and_measured(host_cache, capsys, monkeypatch) -> None:
@@ -262,3 +268,13 @@ def test_the_in_graph_form_is_chosen_by_leave_one_out_on_the_chains() -> None:
     lined = 0.9 * alone + 2.0 * ops + moved / 50  # per-op cost and bytes: the line
     errors = {f.__name__: _leave_one_out(f, x, lined) for f in FORMS}
     assert min(errors, key=errors.get) == "_line_form" and errors["_line_form"] < 1e-6
+
+
+def test_only_chains_of_the_zoos_size_fit_the_in_graph_stage() -> None:
+    from device_profiles.kernel_table import ChainRow
+    from device_profiles.predictor import MIN_CHAIN_MS, MIN_CHAINS, _sized
+
+    small = [ChainRow(f"chain-{i}", (), MIN_CHAIN_MS / 5) for i in range(10)]
+    long = [ChainRow(f"net-{i}", (), MIN_CHAIN_MS * (1 + i)) for i in range(MIN_CHAINS)]
+    assert _sized(small + long) == long
+    assert _sized(small + long[1:]) == small + long[1:]  # too few long ones: every chain
