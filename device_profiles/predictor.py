@@ -224,7 +224,8 @@ class Predictor:
         """The in-graph stage of ``precision``: of the kernels' own times, one scale
         (the chains' median ratio) and scale + per-op cost + bandwidth (non-negative
         least squares on relative error), the form with the lowest leave-one-out error
-        on the chains; kernels alone with fewer than ``MIN_CHAINS`` chains."""
+        on ``chains`` (those :func:`_sized` keeps); kernels alone with fewer than
+        ``MIN_CHAINS`` chains."""
         rows, target = [], []
         for chain in chains:
             alone = self._alone(chain.ops)
