@@ -19,8 +19,9 @@ whole: the kernels' own times, one scale, or ``scale x kernel time + a per-op co
 bytes / a bandwidth``, whichever predicts the chains best left one out (no zoo network
 is used). Only chains of the zoo's size (:data:`MIN_CHAIN_MS` and up) choose it: on
 chains of 0.1 ms the invoke overhead dominates and the third form fitted a scale of
-0.15, which no network of milliseconds bears out. A model's prediction is the floor once plus its ops. An op whose kernel
-type the table lacks is named and left out: the total is then a lower bound.
+0.15, which no network of milliseconds bears out. A model's prediction is the floor
+once plus its ops. An op whose kernel type the table lacks is named and left out: the
+total is then a lower bound.
 """
 
 from __future__ import annotations
@@ -205,8 +206,7 @@ class Predictor:
         self.table = table
         self.floor_ms = table.floor_ms or 0.0
         self.models = {k: KernelModel(k, rows, self.floor_ms) for k, rows in sorted(by_kernel.items())}
-        self.in_graph = {p: self._in_graph(p, _sized([c for c in table.chains
-                                                       if c.precision == p]))
+        self.in_graph = {p: self._in_graph(p, [c for c in table.chains if c.precision == p])
                          for p in ("fp32", "int8")}
 
     def _alone(self, ops: Sequence[tuple[str, Sequence[float]]]) -> list[float | None]:
@@ -224,10 +224,10 @@ class Predictor:
         """The in-graph stage of ``precision``: of the kernels' own times, one scale
         (the chains' median ratio) and scale + per-op cost + bandwidth (non-negative
         least squares on relative error), the form with the lowest leave-one-out error
-        on ``chains`` (those :func:`_sized` keeps); kernels alone with fewer than
+        on the chains :func:`_sized` keeps; kernels alone with fewer than
         ``MIN_CHAINS`` chains."""
         rows, target = [], []
-        for chain in chains:
+        for chain in _sized(chains):
             alone = self._alone(chain.ops)
             if None not in alone:
                 rows.append([sum(alone), len(alone) / 1e3,

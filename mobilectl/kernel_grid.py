@@ -256,7 +256,7 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     # last, so that adding it left every earlier block (and a table's rows) as it was
     "dwds": (_strided_dilated, 24, {"k": (3,), "stride": (2,), "dilation": (1, 2, 3, 4, 5)}),
     "padpool": (_pad_pool, 16, {"k": (3,), "stride": (2,)}),
-    # networks of the zoo's size (1 to 20 ms here): the small chains alone leave the
+    # networks of the zoo's size (0.1 to 13 ms here): the small chains alone leave the
     # in-graph stage to extrapolate from 0.1 ms to the zoo's milliseconds
     "net": (_chain, 24, {"k": (8, 12, 16), "groups": tuple(range(1, 9))}),
 }
