@@ -6,7 +6,10 @@ and activation is one ``CONV_2D``), as nn-Meter (Zhang et al. 2021) argues the u
 latency prediction must be the kernel the runtime runs, not the framework layer. The
 kernel type splits an op type where the runtime runs different code: 1x1 convs are a
 GEMM, k x k convs an indirect GEMM, grouped convs one GEMM per group; each is also split
-by its precision (int8 or float), read from the op's first activation input.
+by its precision (int8 or float), read from the op's first activation input. An int8
+``MUL`` whose input-product-to-output scale lies outside the range XNNPACK's delegate
+takes (:data:`XNN_MUL_SCALES`) is ``MUL.ref``: TFLite's builtin kernel runs it, about
+5x slower here (the hard-swish of a deep int8 network, where activations are small).
 
 Features are those a runtime's time follows: MACs, the bytes the op reads and writes
 (memory access cost, Ma et al. 2018, ShuffleNet V2), and the shape: output size,
@@ -26,6 +29,13 @@ FEATURES = ("macs", "in_bytes", "out_bytes", "weight_bytes", "out_elems", "in_ch
             "out_channels", "out_hw", "kernel_area", "stride", "groups", "inputs", "broadcast",
             "dilation")
 INT_TYPES = frozenset({"int8", "uint8", "int16"})
+#: the input-product-to-output scales XNNPACK's delegate takes for a quantized MUL,
+#: [min, max); outside them the op stays on TFLite's builtin kernel
+XNN_MUL_SCALES = (2.0 ** -16, 2.0 ** 8)
+#: how ops are typed; a cache of typed ops keys on it (2: ``MUL.ref``)
+TYPES_VERSION = 2
+#: the kernel types that run on TFLite's builtin kernels instead of XNNPACK
+BUILTIN_FALLBACKS = frozenset({"MUL.ref:int8"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,22 @@ def _subtype(op: str, weights: tuple[int, ...], cin: int) -> str:
     if weights[3] and cin > weights[3]:
         return "CONV_2D.grouped"
     return "CONV_2D.1x1" if weights[1] * weights[2] == 1 else "CONV_2D.kxk"
+
+
+def _scale(graph: FlatGraph, index: int) -> float | None:
+    quantization = graph.tensors[index].Quantization()
+    if quantization is None or not quantization.ScaleLength():
+        return None
+    return float(quantization.Scale(0))
+
+
+def _mul_falls_back(graph: FlatGraph, reads: list[int], writes: list[int]) -> bool:
+    """An int8 MUL that XNNPACK's delegate refuses for its scales."""
+    scales = [_scale(graph, t) for t in (*reads[:2], *writes[:1])]
+    if len(scales) != 3 or None in scales or not scales[2]:
+        return False
+    ratio = scales[0] * scales[1] / scales[2]
+    return not XNN_MUL_SCALES[0] <= ratio < XNN_MUL_SCALES[1]
 
 
 def _precision(graph: FlatGraph, activations: list[int], outputs: list[int]) -> str:
@@ -90,6 +116,10 @@ def _kernel_op(graph: FlatGraph, index: int, op, kind: str) -> KernelOp:
                 sum(_bytes(graph, t) for t in constants), prod(out) if out else 0, cin, cout,
                 out_hw, kernel_area, stride, groups, len(activations), int(broadcast),
                 graph.dilation(op, kind))
-    kernel = f"{_subtype(kind, weights, cin)}:{_precision(graph, activations, writes)}"
+    precision = _precision(graph, activations, writes)
+    subtype = _subtype(kind, weights, cin)
+    if kind == "MUL" and precision == "int8" and _mul_falls_back(graph, reads, writes):
+        subtype = "MUL.ref"
+    kernel = f"{subtype}:{precision}"
     name = graph.tensors[writes[0]].Name().decode() if writes else kind
     return KernelOp(index, kind, kernel, name, tuple(float(f) for f in features))

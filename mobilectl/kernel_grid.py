@@ -142,6 +142,16 @@ def _activation(x: Any, b: Block) -> Any:
     return activation(x, b.act, name="k.act")
 
 
+def _small_activation(x: Any, b: Block) -> Any:
+    """An activation of inputs scaled by ``10 ** -k``: in int8 the small scales put
+    hard-swish's MULs outside the scales XNNPACK takes (``MUL.ref``, the builtin
+    kernel), as in the deep stages of an int8 network."""
+    from keras import layers  # heavy: Keras
+
+    x = layers.Rescaling(10.0 ** -b.k, name="k.scale")(x)
+    return _activation(x, b)
+
+
 def _pad(x: Any, b: Block) -> Any:
     from keras import layers  # heavy: Keras
 
@@ -259,6 +269,18 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     # networks of the zoo's size (0.1 to 13 ms here): the small chains alone leave the
     # in-graph stage to extrapolate from 0.1 ms to the zoo's milliseconds
     "net": (_chain, 24, {"k": (8, 12, 16), "groups": tuple(range(1, 9))}),
+    # where the zoo's ops lay outside the shapes above: a network's first conv reads the
+    # image's 3 channels (the grid's channels start at 8; stride 1 in the 32 px
+    # networks), ShuffleNet's grouped 1x1
+    # convs, the max pools of ShuffleNet, SqueezeNet and Xception, the gates of
+    # squeeze-excite, the int8 hard-swish of small activations (MobileNet V3)
+    "stem": (_conv, 36, {"cin": (3,), "cout": (8, 16, 24, 32, 40, 48, 64), "k": (1, 3, 5, 7),
+                         "stride": (1, 2), "act": ACTS, "hw": SIDES[11:]}),
+    "gconv1x1": (_conv, 36, {"k": (1,), "stride": (1,), "groups": (2, 3, 4, 8),
+                             "act": ("relu", None)}),
+    "maxpool": (_pool, 24, {"k": (2, 3), "stride": (1, 2), "act": ("max",), "hw": SIDES[7:19]}),
+    "se_more": (_squeeze_excite, 20, {"act": ("sigmoid", "hard_sigmoid")}),
+    "act_small": (_small_activation, 24, {"act": ("hard_swish",), "k": (2, 3, 4, 5, 6)}),
 }
 
 #: the kinds timed whole, as networks (every other block is cut into its ops)
@@ -272,7 +294,9 @@ def _fits(b: Block) -> bool:
         return 56 <= b.hw <= 112 and b.cin <= 48
     cin_per_group = b.cin // b.groups
     macs = {"conv1x1": b.hw ** 2 * b.cout * b.cin, "conv": b.hw ** 2 * b.cout * b.k ** 2 * b.cin,
+            "stem": b.hw ** 2 * b.cout * b.k ** 2 * b.cin,
             "gconv": b.hw ** 2 * b.cout * b.k ** 2 * cin_per_group,
+            "gconv1x1": b.hw ** 2 * b.cout * cin_per_group,
             "add": 2 * b.hw ** 2 * b.cin ** 2, "concat": 2 * b.hw ** 2 * b.cin ** 2}.get(b.kind, 0)
     if b.cin % b.groups or b.cout % b.groups or (b.kind == "shuffle" and b.cin % (2 * b.groups)):
         return False
@@ -282,7 +306,10 @@ def _fits(b: Block) -> bool:
         return False
 
     return (macs <= MAX_MACS and max(b.in_hw ** 2 * b.cin, b.hw ** 2 * b.cout) <= MAX_ELEMS
-            and (b.kind != "conv" or b.in_hw >= b.k or b.k == 1))
+            and (b.kind not in ("conv", "stem") or b.in_hw >= b.k or b.k == 1))
+
+
+_FREE_COUT = frozenset({"conv1x1", "conv", "gconv", "gconv1x1"})  # cout drawn, not cin
 
 
 def _sample(kind: str, rng: np.random.Generator) -> Iterator[Block]:
@@ -294,8 +321,8 @@ def _sample(kind: str, rng: np.random.Generator) -> Iterator[Block]:
         hw = int(rng.choice(SIDES[:7] if kind == "dense" else SIDES[1:]))
         cin = int(rng.choice(CHANNELS))
         values = {name: options[int(rng.integers(len(options)))] for name, options in knobs.items()}
-        cout = int(values.pop("cout", rng.choice(CHANNELS) if kind in ("conv1x1", "conv", "gconv")
-                              else cin))
+        hw, cin = int(values.pop("hw", hw)), int(values.pop("cin", cin))
+        cout = int(values.pop("cout", rng.choice(CHANNELS) if kind in _FREE_COUT else cin))
         block = Block(kind, hw, cin, cout, **values)
         if _fits(block) and block.id not in seen:
             seen.add(block.id)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from device_profiles.kernel_table import KernelTable
-from device_profiles.kernels import KernelOp, kernel_ops
+from device_profiles.kernels import BUILTIN_FALLBACKS, TYPES_VERSION, KernelOp, kernel_ops
 from device_profiles.per_layer import Device, OpTimes, PerLayer, TimedOp, join
 from device_profiles.predictor import Prediction, Predictor, error_pct, fitted
 from device_profiles.profile import Profile, load_profile
@@ -165,10 +165,26 @@ def predict(targets: Sequence[str], options: PredictOptions, progress: Progress)
         if prediction.lower_bound:
             result.warnings.append(f"{label}: no kernel model for {', '.join(prediction.missing)}; "
                                    "the total leaves them out (a lower bound)")
+        result.warnings += fallback_notes(label, prediction)
         if options.measure:
             result.measured_ms = measure_flatbuffer(data, label, profile, options, progress)
         found.append(result)
     return found
+
+
+def fallback_notes(label: str, prediction: Prediction) -> list[str]:
+    """One line per kernel type of ``prediction`` that runs on TFLite's builtin kernel
+    instead of XNNPACK: how many ops, and their predicted share of the total."""
+    notes = []
+    for kernel in sorted(BUILTIN_FALLBACKS):
+        ops = [p for p in prediction.ops if p.op.kernel == kernel]
+        if ops:
+            ms = sum(p.ms or 0.0 for p in ops)
+            notes.append(f"{label}: {len(ops)} int8 MUL op(s) run on TFLite's builtin kernel, "
+                         "not XNNPACK (input-product to output scale outside [2^-16, 2^8): "
+                         f"small activations); predicted {ms:.2f} ms of "
+                         f"{prediction.total_ms:.2f} ms")
+    return notes
 
 
 def measure_flatbuffer(data: bytes, label: str, profile: Profile, options: PredictOptions,
@@ -217,7 +233,8 @@ def zoo_latencies(device: str, *, precision: Precision, progress: Progress,
 
 
 def _zoo_ops(name: str, precision: Precision, progress: Progress) -> list[KernelOp]:
-    key = sha256(json.dumps([name, str(precision), tool_versions()], sort_keys=True).encode())
+    key = sha256(json.dumps([name, str(precision), tool_versions(), TYPES_VERSION],
+                            sort_keys=True).encode())
     path = user_cache("kernels", "zoo", f"{name}-{precision}-{key[:16]}.json")
     if path.is_file():
         with contextlib.suppress(ValueError, KeyError, TypeError):

@@ -1,15 +1,21 @@
 """Latency prediction held out on whole networks: fit on kernels only, predict the zoo.
 
-1. Calibrate this machine (``mobilectl device calibrate --device host``): the kernel
-   grid's blocks, fp32 and int8, timed one op at a time (resumed if a table exists).
-2. Every registry model at several resolutions and widths, fp32 and int8: converted
-   as ``export`` converts it, predicted from the table (no zoo network is in it), and
-   measured with LiteRT's benchmark tool (``profile --device host``'s backend,
-   ``--repeats`` fresh processes in interleaved rounds, median of their medians).
-3. Per precision: the share of variants within +-10% and +-20%, the RMSPE, and
+1. Every registry model at several resolutions and widths, fp32 and int8, converted
+   as ``export`` converts it (first, so that the slow conversions do not stand between
+   the calibration and the measurement).
+2. Calibrate this machine afresh (``mobilectl device calibrate --device host
+   --restart``): the kernel grid's blocks, fp32 and int8, timed one op at a time. This
+   VM's speed drifts by 10% over hours, so a table from another run would measure the
+   drift, not the predictor; ``--resume`` keeps the saved table instead.
+3. Each variant predicted from the table (no zoo network is in it) and measured with
+   LiteRT's benchmark tool (``profile --device host``'s backend, ``--repeats`` fresh
+   processes in interleaved rounds, median of their medians).
+4. The drift probe: the grid's first blocks re-timed after the zoo, against their
+   table times.
+5. Per precision: the share of variants within +-10% and +-20%, the RMSPE, and
    Spearman(predicted, measured) next to Spearman(MACs, measured).
 
-Usage: python scripts/bench_predict.py [--repeats 5] [--budget-min 30] [--quick]
+Usage: python scripts/bench_predict.py [--repeats 5] [--budget-min 30] [--quick] [--resume]
 """
 
 from __future__ import annotations
@@ -89,6 +95,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget-min", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="one model per family")
+    parser.add_argument("--resume", action="store_true", help="keep the saved kernel table")
     args = parser.parse_args()
     from mobilectl.core.tfenv import import_quietly
 
@@ -97,41 +104,76 @@ def main() -> None:
     from mobilectl.calibrate import CalibrateOptions, calibrate
     from device_profiles.predictor import Predictor
 
+    folder = ROOT / "bench" / "predict-files"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = converted(folder, quick=args.quick)
     start = time.monotonic()
-    done = calibrate(load_profile("host"), CalibrateOptions(budget_min=args.budget_min), log)
+    options = CalibrateOptions(budget_min=args.budget_min, restart=not args.resume)
+    done = calibrate(load_profile("host"), options, log)
     calibration_s = time.monotonic() - start
     log(f"kernel table: {len(done.table.rows)} kernels, {done.remaining} blocks left")
     predictor = Predictor(done.table)
-    folder = ROOT / "bench" / "predict-files"
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = predicted(predictor, folder, quick=args.quick)
+    predicted(rows, predictor, folder)
     measured(rows, folder, repeats=args.repeats)
+    drift = probe(done.table)
     for file in folder.glob("*.tflite"):
         file.unlink()
     folder.rmdir()
     by_precision = {p: summary([r for r in rows if r["precision"] == p]) for p in ("fp32", "int8")}
-    text = render(rows, by_precision, done, calibration_s, args)
+    text = render(rows, by_precision, done, calibration_s, args, drift)
     print(text)
-    publish(ROOT, "predict", text, {"summary": by_precision, "rows": rows,
+    publish(ROOT, "predict", text, {"summary": by_precision, "rows": rows, "drift": drift,
                                     "fits": [f.__dict__ for f in predictor.fits]}, [],
             start=START, end=END)
 
 
-def predicted(predictor: Any, folder: Path, *, quick: bool) -> list[dict[str, Any]]:
-    """Every variant converted (kept in ``folder``) and predicted from the table."""
+def converted(folder: Path, *, quick: bool) -> list[dict[str, Any]]:
+    """Every variant converted, its file kept in ``folder``."""
     from mobilectl.core.types import Precision
-    from mobilectl.predict import flatbuffer_of, predict_flatbuffer
+    from mobilectl.predict import flatbuffer_of
 
     rows = []
     for name, knobs in variants(quick):
         for precision in (Precision.FP32, Precision.INT8):
             data, label = flatbuffer_of(name, precision=precision, knobs=knobs, progress=log)
             _artifact(folder, label, str(precision)).write_bytes(data)
-            prediction, _, macs = predict_flatbuffer(data, predictor)
-            rows.append({"model": label, "precision": str(precision), "macs": macs,
-                         "predicted_ms": prediction.total_ms, "lower_bound": prediction.lower_bound,
-                         "missing": list(prediction.missing), "measured_reps": []})
+            rows.append({"model": label, "precision": str(precision), "measured_reps": []})
     return rows
+
+
+def predicted(rows: list[dict[str, Any]], predictor: Any, folder: Path) -> None:
+    """Each converted variant predicted from the table."""
+    from mobilectl.predict import predict_flatbuffer
+
+    for r in rows:
+        data = _artifact(folder, r["model"], r["precision"]).read_bytes()
+        prediction, _, macs = predict_flatbuffer(data, predictor)
+        r.update(macs=macs, predicted_ms=prediction.total_ms, lower_bound=prediction.lower_bound,
+                 missing=list(prediction.missing))
+
+
+def probe(table: Any, blocks: int = 24) -> dict[str, float]:
+    """The grid's first ``blocks`` (every kind, round-robin) re-timed now: per precision
+    the median of now / table over their kernels (1.0: the machine ran as fast after the
+    zoo as while calibrating)."""
+    import tempfile
+
+    from device_profiles.profile import load_profile
+    from mobilectl.calibrate import CalibrateOptions, cut_block, time_batch, timer_for
+    from mobilectl.kernel_grid import CHAIN_KINDS, grid
+
+    timer = timer_for(load_profile("host"), CalibrateOptions())
+    then = {(r.block, r.kernel, r.features): r.ms for r in table.rows}
+    ratios: dict[str, list[float]] = {"fp32": [], "int8": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        chosen = [b for b in grid() if b.kind not in CHAIN_KINDS][:blocks]
+        log(f"drift probe: re-time the kernels of {len(chosen)} calibration blocks")
+        kernels = [k for b in chosen for k in cut_block(b, Path(tmp))]
+        rows, _, _ = time_batch(kernels, Path(tmp), timer, log)
+    for r in rows:
+        if (r.block, r.kernel, r.features) in then:
+            ratios[r.kernel.rpartition(":")[2]].append(r.ms / then[(r.block, r.kernel, r.features)])
+    return {p: statistics.median(v) for p, v in ratios.items() if v}
 
 
 def _artifact(folder: Path, label: str, precision: str) -> Path:
@@ -157,17 +199,21 @@ def measured(rows: list[dict[str, Any]], folder: Path, *, repeats: int) -> None:
 
 
 def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
-           calibration_s: float, args: argparse.Namespace) -> str:
+           calibration_s: float, args: argparse.Namespace, drift: dict[str, float]) -> str:
     lines = ["## Latency prediction from measured kernels (host, held-out zoo)", "",
              f"`python scripts/bench_predict.py --repeats {args.repeats} --budget-min "
-             f"{args.budget_min:g}{' --quick' if args.quick else ''}`. The kernel table: "
+             f"{args.budget_min:g}{' --quick' if args.quick else ''}"
+             f"{' --resume' if args.resume else ''}`. The kernel table: "
              f"{len(done.table.blocks)} calibration blocks, {len(done.table.rows)} kernels, "
              f"{len(done.table.chains)} chains timed whole, fp32 and int8, {THREADS} threads, "
              f"{done.table.runtime} (calibrating took {done.table.seconds / 60:.1f} min of "
              f"batches here; this run {calibration_s / 60:.1f} min including the rest). "
              "No zoo network is in the table: every variant below is predicted from kernels "
              "alone, then measured with LiteRT's benchmark tool (median of "
-             f"{args.repeats} fresh processes in interleaved rounds, 30 runs each).", "",
+             f"{args.repeats} fresh processes in interleaved rounds, 30 runs each). The "
+             "drift probe re-timed the kernels of the grid's first blocks after the zoo: "
+             + ", ".join(f"{p} {100 * (v - 1):+.0f}%" for p, v in drift.items())
+             + " against the table (the machine's own drift, in the errors below).", "",
              "| precision | variants | within ±10% | within ±20% | RMSPE | median abs. error "
              "| Spearman(predicted, measured) | Spearman(MACs, measured) |",
              "|---|---|---|---|---|---|---|---|"]

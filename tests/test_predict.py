@@ -51,6 +51,34 @@ def test_grid_is_fixed_covers_every_kind_and_ids_are_unique() -> None:
     assert max(b.cout for b in blocks) >= 1000 and max(b.hw for b in blocks) >= 112
 
 
+def _zoo_families():
+    from models_keras.registry import family_representatives
+
+    return family_representatives()
+
+
+@pytest.mark.parametrize("spec", _zoo_families(), ids=lambda s: s.family)
+def test_the_grid_covers_each_familys_first_conv_and_its_pools(spec) -> None:
+    """Generated from the registry: the first conv reads the image's 3 channels, a
+    shape the grid's random channels (8 and up) never draw, and each square pool of the
+    family has a grid pool of its type, size and stride."""
+    from mobilectl.kernel_grid import grid
+
+    model = spec.build(resolution=spec.default_resolution)
+    blocks = grid()
+    first = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")
+    assert first.input.shape[-1] == 3
+    assert any(b.kind == "stem" and b.cin == 3 and (b.k, b.k) == first.kernel_size
+               and (b.stride, b.stride) == first.strides for b in blocks), first.name
+    pools = {(type(layer).__name__.startswith("Max"), layer.pool_size, layer.strides)
+             for layer in model.layers if "Pooling2D" in type(layer).__name__
+             and "Global" not in type(layer).__name__}
+    covered = {(b.act == "max", (b.k, b.k), (b.stride, b.stride)) for b in blocks
+               if b.kind in ("pool", "maxpool", "padpool")}
+    square = {p for p in pools if p[1][0] == p[1][1]}
+    assert square <= covered
+
+
 def test_kernel_features_of_a_grouped_strided_conv() -> None:
     import keras
 
@@ -268,6 +296,52 @@ def test_the_in_graph_form_is_chosen_by_leave_one_out_on_the_chains() -> None:
     lined = 0.9 * alone + 2.0 * ops + moved / 50  # per-op cost and bytes: the line
     errors = {f.__name__: _leave_one_out(f, x, lined) for f in FORMS}
     assert min(errors, key=errors.get) == "_line_form" and errors["_line_form"] < 1e-6
+
+
+def test_a_richer_in_graph_form_must_win_by_more_than_the_margin() -> None:
+    from device_profiles.predictor import FORM_MARGIN, FORMS, _simplest
+
+    alone, scale, line = FORMS
+    near = {alone: 0.176, scale: 0.167, line: 0.167 - FORM_MARGIN / 2}  # a tie: one scale
+    assert _simplest(near) is scale
+    far = {alone: 0.30, scale: 0.20, line: 0.20 - 2 * FORM_MARGIN}  # the line wins clearly
+    assert _simplest(far) is line
+    assert _simplest({alone: 0.10, scale: 0.095, line: 0.092}) is alone
+
+
+def test_an_int8_mul_outside_xnnpacks_scales_is_its_own_kernel_type() -> None:
+    """Hard-swish of small int8 activations: the product of the input scales is far
+    below the output's, which XNNPACK's delegate refuses (TFLite's builtin kernel)."""
+    import numpy as np
+
+    from device_profiles.kernels import kernel_ops
+    from exporter import tflite
+    from mobilectl.core.types import Precision
+    from mobilectl.kernel_grid import Block, keras_block
+
+    def muls(scale_exponent: int) -> list[str]:
+        model = keras_block(Block("act_small", 8, 16, 16, k=scale_exponent, act="hard_swish"))
+        data = np.random.default_rng(0).normal(size=(8, 8, 8, 16)).astype("float32")
+        flat = tflite.convert(model, precision=Precision.INT8, calibration=data)
+        return sorted(op.kernel for op in kernel_ops(flat) if op.op == "MUL")
+
+    assert "MUL.ref:int8" in muls(5)
+    assert "MUL.ref:int8" not in muls(0)  # inputs of the usual size: XNNPACK's multiply
+
+
+def test_predict_names_the_ops_that_fall_back_to_the_builtin_kernel() -> None:
+    from device_profiles.kernels import FEATURES, KernelOp
+    from device_profiles.predictor import OpPrediction, Prediction
+    from mobilectl.predict import fallback_notes
+
+    def op(i: int, kernel: str) -> KernelOp:
+        return KernelOp(i, kernel.split(".")[0].split(":")[0], kernel, f"t{i}", (0.0,) * len(FEATURES))
+
+    ops = (OpPrediction(op(0, "MUL:int8"), 0.1), OpPrediction(op(1, "MUL.ref:int8"), 0.5),
+           OpPrediction(op(2, "MUL.ref:int8"), 0.25))
+    [note] = fallback_notes("m", Prediction(ops, 0.15))
+    assert "2 int8 MUL op(s)" in note and "0.75 ms of 1.00 ms" in note
+    assert fallback_notes("m", Prediction(ops[:1], 0.0)) == []
 
 
 def test_only_chains_of_the_zoos_size_fit_the_in_graph_stage() -> None:
