@@ -77,6 +77,19 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def noise_floor(rows: list[dict[str, Any]]) -> float:
+    """The share of single processes within +-10% of the median of their variant's other
+    processes: how often this machine reproduces its own measurement as closely as the
+    accuracy target asks of a prediction."""
+    within = []
+    for r in rows:
+        reps = r["measured_reps"]
+        for i, x in enumerate(reps):
+            others = statistics.median(reps[:i] + reps[i + 1:])
+            within.append(abs(x / others - 1) <= 0.10)
+    return sum(within) / len(within)
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     errors = [r["error_pct"] for r in rows]
     measured = [r["measured_ms"] for r in rows]
@@ -87,7 +100,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "median_abs_error_pct": statistics.median(abs(e) for e in errors),
             "spearman_predicted": spearman([r["predicted_ms"] for r in rows], measured),
             "spearman_macs": spearman([r["macs"] for r in rows], measured),
-            "lower_bounds": sum(r["lower_bound"] for r in rows)}
+            "lower_bounds": sum(r["lower_bound"] for r in rows),
+            "process_within_10": noise_floor(rows) if len(rows[0]["measured_reps"]) > 1 else None}
 
 
 def main() -> None:
@@ -213,7 +227,11 @@ def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
              f"{args.repeats} fresh processes in interleaved rounds, 30 runs each). The "
              "drift probe re-timed the kernels of the grid's first blocks after the zoo: "
              + ", ".join(f"{p} {100 * (v - 1):+.0f}%" for p, v in drift.items())
-             + " against the table (the machine's own drift, in the errors below).", "",
+             + " against the table (the machine's own drift, in the errors below). The "
+             "machine's own reproducibility: one process of a variant lies within ±10% of the "
+             "median of its other processes in " + ", ".join(
+                 f"{s['process_within_10']:.0%} ({p})" for p, s in by_precision.items()
+                 if s["process_within_10"] is not None) + " of cases.", "",
              "| precision | variants | within ±10% | within ±20% | RMSPE | median abs. error "
              "| Spearman(predicted, measured) | Spearman(MACs, measured) |",
              "|---|---|---|---|---|---|---|---|"]
