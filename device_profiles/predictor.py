@@ -20,9 +20,8 @@ bytes / a bandwidth``, the simplest that predicts the chains within a point of t
 left one out (no zoo network is used). Only chains of the zoo's size
 (:data:`MIN_CHAIN_MS` and up) choose it: on chains of 0.1 ms the invoke overhead
 dominates and the third form fitted a scale of 0.15, which no network of milliseconds
-bears out. A model's prediction is the floor
-once plus its ops. An op whose kernel type the table lacks is named and left out: the
-total is then a lower bound.
+bears out. A model's prediction is the floor once plus its ops. An op whose kernel type
+the table lacks is named and left out: the total is then a lower bound.
 """
 
 from __future__ import annotations

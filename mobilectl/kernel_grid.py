@@ -271,9 +271,9 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     "net": (_chain, 24, {"k": (8, 12, 16), "groups": tuple(range(1, 9))}),
     # where the zoo's ops lay outside the shapes above: a network's first conv reads the
     # image's 3 channels (the grid's channels start at 8; stride 1 in the 32 px
-    # networks), ShuffleNet's grouped 1x1
-    # convs, the max pools of ShuffleNet, SqueezeNet and Xception, the gates of
-    # squeeze-excite, the int8 hard-swish of small activations (MobileNet V3)
+    # networks), ShuffleNet's grouped 1x1 convs, the max pools of ShuffleNet, SqueezeNet
+    # and Xception, the gates of squeeze-excite, the int8 hard-swish of small
+    # activations (MobileNet V3)
     "stem": (_conv, 36, {"cin": (3,), "cout": (8, 16, 24, 32, 40, 48, 64), "k": (1, 3, 5, 7),
                          "stride": (1, 2), "act": ACTS, "hw": SIDES[11:]}),
     "gconv1x1": (_conv, 36, {"k": (1,), "stride": (1,), "groups": (2, 3, 4, 8),
