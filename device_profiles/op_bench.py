@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -69,25 +70,40 @@ def single_op_models(data: bytes) -> list[tuple[str, str, bytes | None]]:
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
     graph = model.subgraphs[0]
     found = []
-    for op in graph.operators:
+    for index, op in enumerate(graph.operators):
         kind = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) or "CUSTOM"
         out = graph.tensors[op.outputs[0]].name.decode() if len(op.outputs) else kind
-        try:
-            cut = _cut(model, graph, op)
-        except (TypeError, ValueError, IndexError):
-            cut = None
-        found.append((kind, out, cut))
+        found.append((kind, out, _cut_or_none(model, (index,))))
     return found
 
 
-def _cut(model: Any, graph: Any, op: Any) -> bytes | None:
-    """The op alone: its tensors renumbered, its constant buffers kept."""
+def group_model(data: bytes, ops: Sequence[int]) -> bytes | None:
+    """A model of the ops ``ops`` of the first subgraph alone (a kernel the runtime
+    runs as one, e.g. a swish's LOGISTIC and MUL), in their order; ``None`` where one
+    cannot stand alone."""
+    from ai_edge_litert.tools import flatbuffer_utils  # heavy: flatbuffer object API
+
+    return _cut_or_none(flatbuffer_utils.read_model_from_bytearray(bytearray(data)), tuple(ops))
+
+
+def _cut_or_none(model: Any, ops: tuple[int, ...]) -> bytes | None:
+    try:
+        return _cut(model, model.subgraphs[0], [model.subgraphs[0].operators[i] for i in ops])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _cut(model: Any, graph: Any, ops: Sequence[Any]) -> bytes | None:
+    """The ops alone: their tensors renumbered, their constant buffers kept; inputs are
+    the tensors they read and none of them writes, outputs those none of them reads."""
     from ai_edge_litert import schema_py_generated as schema  # heavy: generated schema
     from ai_edge_litert.tools import flatbuffer_utils  # heavy: flatbuffer object API
 
-    if model.operatorCodes[op.opcodeIndex].builtinCode in _SUBGRAPH_OPS:
+    if any(model.operatorCodes[op.opcodeIndex].builtinCode in _SUBGRAPH_OPS for op in ops):
         return None
-    used = list(dict.fromkeys(t for t in (*op.inputs, *op.outputs) if t >= 0))
+    written = {t for op in ops for t in op.outputs}
+    read = {t for op in ops for t in op.inputs}
+    used = list(dict.fromkeys(t for op in ops for t in (*op.inputs, *op.outputs) if t >= 0))
     renumber = {t: i for i, t in enumerate(used)}
     buffers, tensors = [schema.BufferT()], []
     for t in used:
@@ -99,18 +115,21 @@ def _cut(model: Any, graph: Any, op: Any) -> bytes | None:
         else:
             tensor.buffer = 0
         tensors.append(tensor)
-    single = copy.copy(op)
-    single.inputs = [renumber.get(t, -1) for t in op.inputs]
-    single.outputs = [renumber[t] for t in op.outputs]
     sub = schema.SubGraphT()
-    sub.tensors, sub.operators = tensors, [single]
-    sub.inputs = [renumber[t] for t in dict.fromkeys(op.inputs)
-                  if t >= 0 and tensors[renumber[t]].buffer == 0]  # not a constant
-    sub.outputs = list(single.outputs)
+    sub.tensors, sub.operators = tensors, [_renumbered(op, renumber) for op in ops]
+    sub.inputs = [renumber[t] for t in used if t not in written and tensors[renumber[t]].buffer == 0]
+    sub.outputs = [renumber[t] for t in used if t in written and t not in read]
     cut = copy.copy(model)
     cut.subgraphs, cut.buffers, cut.signatureDefs = [sub], buffers, []
     cut.metadata, cut.metadataBuffer = [], []
     return bytes(flatbuffer_utils.convert_object_to_bytearray(cut))
+
+
+def _renumbered(op: Any, renumber: dict[int, int]) -> Any:
+    single = copy.copy(op)
+    single.inputs = [renumber.get(t, -1) for t in op.inputs]
+    single.outputs = [renumber[t] for t in op.outputs]
+    return single
 
 
 #: builtin codes of ops that call other subgraphs (IF, WHILE, CALL_ONCE)

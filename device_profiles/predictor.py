@@ -36,7 +36,7 @@ import numpy as np
 
 from device_profiles import kernel_table
 from device_profiles.kernel_table import ChainRow, KernelRow, KernelTable
-from device_profiles.kernels import FEATURES, KernelOp
+from device_profiles.kernels import FEATURES, KernelOp, is_fused
 
 MIN_MS = 1e-4  # a kernel time below this (0.1 us) is this
 MIN_TREE_ROWS = 8  # fewer rows: the line alone
@@ -221,8 +221,9 @@ class Predictor:
                          for p in ("fp32", "int8")}
 
     def _alone(self, ops: Sequence[tuple[str, Sequence[float]]]) -> list[float | None]:
-        """Each op's kernel time alone (None: no model for its kernel type)."""
-        times: list[float | None] = [None] * len(ops)
+        """Each op's kernel time alone (None: no model for its kernel type; 0 for an op
+        run inside another's kernel)."""
+        times: list[float | None] = [0.0 if is_fused(k) else None for k, _ in ops]
         for kernel, model in self.models.items():
             chosen = [i for i, (k, _) in enumerate(ops) if k == kernel]
             if chosen:
@@ -260,8 +261,8 @@ class Predictor:
     def predict(self, ops: Sequence[KernelOp]) -> Prediction:
         """Each op's predicted ms in the graph, and the model's total."""
         alone = self._alone([(op.kernel, op.features) for op in ops])
-        times = [None if t is None else self.in_graph[op.kernel.rpartition(":")[2]].apply(
-            t, _moved(op.features)) for op, t in zip(ops, alone)]
+        times = [None if t is None else 0.0 if op.fused else self.in_graph[
+            op.kernel.rpartition(":")[2]].apply(t, _moved(op.features)) for op, t in zip(ops, alone)]
         return Prediction(tuple(OpPrediction(op, t) for op, t in zip(ops, times)), self.floor_ms)
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -197,10 +197,10 @@ class Kernel:
 
 
 def cut_block(block: Block, folder: Path) -> list[Kernel]:
-    """Stage: build, convert (fp32 and int8) and cut ``block``; each op's model is
-    written to ``folder`` (ops with the same kernel and features once)."""
+    """Stage: build, convert (fp32 and int8) and cut ``block`` into its kernels (an op,
+    or the ops the runtime runs as one: :attr:`KernelOp.group`); each kernel's model is
+    written to ``folder`` (kernels with the same type and features once)."""
     from exporter import tflite  # heavy: TensorFlow
-    from device_profiles.op_bench import single_op_models  # heavy: LiteRT
 
     model = keras_block(block)
     calibration = np.random.default_rng(0).normal(size=(8, *model.input_shape[1:]))
@@ -213,16 +213,26 @@ def cut_block(block: Block, folder: Path) -> list[Kernel]:
             ops = tuple((op.kernel, op.features) for op in kernel_ops(data))
             found[(f"CHAIN:{precision}", ())] = Kernel(block.id, file, "CHAIN", "", (), ops)
             continue
-        for i, (_, _, cut) in enumerate(single_op_models(data)):
-            if cut is None:
-                continue
-            op = kernel_ops(cut)[0]
-            file = f"{block.id}.{precision}.{i}.tflite"
-            if (op.kernel, op.features) not in found:
-                (folder / file).write_bytes(cut)
-                found[(op.kernel, op.features)] = Kernel(block.id, file, op.op, op.kernel,
-                                                         op.features)
+        for kernel in _cut_kernels(data, block.id, str(precision), folder, found):
+            found[(kernel.kernel, kernel.features)] = kernel
     return list(found.values())
+
+
+def _cut_kernels(data: bytes, block: str, precision: str, folder: Path,
+                 seen: Container[tuple[str, tuple[float, ...]]]) -> Iterator[Kernel]:
+    """Each kernel of ``data`` (``block`` converted at ``precision``) not in ``seen``
+    (the caller adds each one it takes), cut alone into ``folder``."""
+    from device_profiles.op_bench import group_model  # heavy: LiteRT
+
+    for op in kernel_ops(data):
+        cut = None if op.fused else group_model(data, sorted((*op.group, op.index)))
+        if cut is None:
+            continue
+        alone = next(o for o in kernel_ops(cut) if not o.fused)
+        if (alone.kernel, alone.features) not in seen:
+            file = f"{block}.{precision}.{op.index}.tflite"
+            (folder / file).write_bytes(cut)
+            yield Kernel(block, file, alone.op, alone.kernel, alone.features)
 
 
 def floor_kernel(folder: Path) -> Path:

@@ -281,6 +281,9 @@ KINDS: dict[str, tuple[Callable[[Any, Block], Any], int, dict[str, tuple]]] = {
     "maxpool": (_pool, 24, {"k": (2, 3), "stride": (1, 2), "act": ("max",), "hw": SIDES[7:19]}),
     "se_more": (_squeeze_excite, 20, {"act": ("sigmoid", "hard_sigmoid")}),
     "act_small": (_small_activation, 24, {"act": ("hard_swish",), "k": (2, 3, 4, 5, 6)}),
+    # swish, x * sigmoid(x) (EfficientNet, MixNet): in int8 the runtime runs its LOGISTIC
+    # and MUL as one kernel, SWISH
+    "swish": (_activation, 24, {"act": ("swish",)}),
 }
 
 #: the kinds timed whole, as networks (every other block is cut into its ops)

@@ -238,8 +238,8 @@ def _zoo_ops(name: str, precision: Precision, progress: Progress) -> list[Kernel
     path = user_cache("kernels", "zoo", f"{name}-{precision}-{key[:16]}.json")
     if path.is_file():
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            return [KernelOp(o["index"], o["op"], o["kernel"], o["name"], tuple(o["features"]))
-                    for o in json.loads(path.read_text())]
+            return [KernelOp(o["index"], o["op"], o["kernel"], o["name"], tuple(o["features"]),
+                             tuple(o["group"])) for o in json.loads(path.read_text())]
     data, _ = flatbuffer_of(name, precision=precision, knobs={}, progress=progress)
     ops = kernel_ops(data)
     path.parent.mkdir(parents=True, exist_ok=True)

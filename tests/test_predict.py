@@ -352,3 +352,37 @@ def test_only_chains_of_the_zoos_size_fit_the_in_graph_stage() -> None:
     long = [ChainRow(f"net-{i}", (), MIN_CHAIN_MS * (1 + i)) for i in range(MIN_CHAINS)]
     assert _sized(small + long) == long
     assert _sized(small + long[1:]) == small + long[1:]  # too few long ones: every chain
+
+
+def test_an_int8_swish_is_one_kernel_cut_and_timed_as_one(tmp_path) -> None:
+    """XNNPACK runs an int8 ``MUL(x, LOGISTIC(x))`` as one kernel (the MUL costs nothing
+    after its sigmoid): the calibration cuts the pair together as ``SWISH:int8``; in
+    float the two ops stay two kernels; a squeeze-excite gate (the sigmoid of another
+    tensor) is no swish."""
+    from device_profiles.kernels import kernel_ops
+    from mobilectl.calibrate import cut_block
+    from mobilectl.kernel_grid import Block
+
+    kernels = {k.kernel: k for k in cut_block(Block("swish", 8, 16, 16, act="swish"), tmp_path)}
+    assert set(kernels) == {"QUANTIZE:fp32", "DEQUANTIZE:int8", "LOGISTIC:fp32", "MUL:fp32",
+                            "SWISH:int8"}
+    alone = kernel_ops((tmp_path / kernels["SWISH:int8"].file).read_bytes())
+    assert [(o.op, o.kernel) for o in alone] == [("LOGISTIC", "FUSED:int8"), ("MUL", "SWISH:int8")]
+    assert alone[1].group == (0,) and alone[0].fused
+    (tmp_path / "se").mkdir()
+    se = {k.kernel for k in cut_block(Block("se", 8, 16, 16, act="sigmoid"), tmp_path / "se")}
+    assert {"MUL:int8", "LOGISTIC:int8"} <= se and "SWISH:int8" not in se
+
+
+def test_a_fused_op_costs_nothing_and_is_no_missing_kernel(host_cache) -> None:
+    from device_profiles import kernel_table
+    from device_profiles.kernels import FEATURES, KernelOp
+    from device_profiles.predictor import Predictor
+
+    table = kernel_table.load(host_cache / "mobilectl" / "kernels" / "host.json")
+    row = next(r for r in table.rows if r.kernel == "ADD:int8")
+    ops = [KernelOp(0, "LOGISTIC", "FUSED:int8", "t0", (1e6,) * len(FEATURES)),
+           KernelOp(1, "ADD", "ADD:int8", "t1", row.features)]
+    prediction = Predictor(table).predict(ops)
+    assert [p.ms for p in prediction.ops][0] == 0.0 and prediction.ops[1].ms > 0
+    assert not prediction.lower_bound
