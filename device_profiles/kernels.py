@@ -13,9 +13,9 @@ takes (:data:`XNN_MUL_SCALES`) is ``MUL.ref``: TFLite's builtin kernel runs it, 
 
 Where the runtime runs two ops as one kernel, so does the predictor: an int8
 ``MUL(x, LOGISTIC(x))`` (the swish of Ramachandran et al. 2017, EfficientNet's and
-MixNet's activation) costs XNNPACK no more than its ``LOGISTIC`` here (measured: a 1.2M
-element MUL takes 0.10 ms alone and 0.002 ms after its sigmoid in a graph; in float the
-MUL keeps its time). The pair is one ``SWISH:int8`` kernel on the MUL, whose
+MixNet's activation) costs XNNPACK no more than its ``LOGISTIC`` (``scripts/bench_fusion.py``:
+a 1.2M-element int8 MUL takes 0.10 ms alone and nothing after its sigmoid in a graph,
+the pair alone the sigmoid's 0.024 ms; in float the MUL keeps its time). The pair is one ``SWISH:int8`` kernel on the MUL, whose
 :attr:`KernelOp.group` names the LOGISTIC; the LOGISTIC's kernel is :data:`FUSED`, no
 time of its own. The calibration cuts and times the pair together.
 
@@ -45,8 +45,10 @@ TYPES_VERSION = 3
 #: the kernel type (before the precision) of an op the runtime runs inside another
 #: op's kernel: it has no time of its own
 FUSED = "FUSED"
-#: the kernel types that run on TFLite's builtin kernels instead of XNNPACK
-BUILTIN_FALLBACKS = frozenset({"MUL.ref:int8"})
+#: the kernel types that run on TFLite's builtin kernels instead of XNNPACK: what their
+#: ops are, and why XNNPACK refuses them
+BUILTIN_FALLBACKS = {"MUL.ref:int8": ("int8 MUL", "input-product to output scale outside "
+                                                 "[2^-16, 2^8): small activations")}
 
 
 def is_fused(kernel: str) -> bool:

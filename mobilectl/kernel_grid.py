@@ -297,10 +297,10 @@ def _fits(b: Block) -> bool:
         return 56 <= b.hw <= 112 and b.cin <= 48
     cin_per_group = b.cin // b.groups
     macs = {"conv1x1": b.hw ** 2 * b.cout * b.cin, "conv": b.hw ** 2 * b.cout * b.k ** 2 * b.cin,
-            "stem": b.hw ** 2 * b.cout * b.k ** 2 * b.cin,
             "gconv": b.hw ** 2 * b.cout * b.k ** 2 * cin_per_group,
             "gconv1x1": b.hw ** 2 * b.cout * cin_per_group,
-            "add": 2 * b.hw ** 2 * b.cin ** 2, "concat": 2 * b.hw ** 2 * b.cin ** 2}.get(b.kind, 0)
+            "add": 2 * b.hw ** 2 * b.cin ** 2, "concat": 2 * b.hw ** 2 * b.cin ** 2,
+            }.get("conv" if b.kind == "stem" else b.kind, 0)
     if b.cin % b.groups or b.cout % b.groups or (b.kind == "shuffle" and b.cin % (2 * b.groups)):
         return False
     if b.kind in ("dwd", "dwds") and b.hw < 2 * b.dilation + 1:

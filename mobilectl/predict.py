@@ -176,13 +176,12 @@ def fallback_notes(label: str, prediction: Prediction) -> list[str]:
     """One line per kernel type of ``prediction`` that runs on TFLite's builtin kernel
     instead of XNNPACK: how many ops, and their predicted share of the total."""
     notes = []
-    for kernel in sorted(BUILTIN_FALLBACKS):
+    for kernel, (what, why) in sorted(BUILTIN_FALLBACKS.items()):
         ops = [p for p in prediction.ops if p.op.kernel == kernel]
         if ops:
             ms = sum(p.ms or 0.0 for p in ops)
-            notes.append(f"{label}: {len(ops)} int8 MUL op(s) run on TFLite's builtin kernel, "
-                         "not XNNPACK (input-product to output scale outside [2^-16, 2^8): "
-                         f"small activations); predicted {ms:.2f} ms of "
+            notes.append(f"{label}: {len(ops)} {what} op(s) run on TFLite's builtin kernel, "
+                         f"not XNNPACK ({why}); predicted {ms:.2f} ms of "
                          f"{prediction.total_ms:.2f} ms")
     return notes
 

@@ -146,7 +146,9 @@ def main() -> None:
     text = render(rows, by_precision, done, calibration_s, args, drift)
     print(text)
     publish(ROOT, "predict", text, {"summary": by_precision, "rows": rows, "drift": drift,
-                                    "fits": [f.__dict__ for f in predictor.fits]}, [],
+                                    "fits": [f.__dict__ for f in predictor.fits],
+                                    "in_graph": [g.__dict__ for g in predictor.in_graph.values()]},
+            [],
             start=START, end=END)
 
 
