@@ -13,9 +13,10 @@ takes (:data:`XNN_MUL_SCALES`) is ``MUL.ref``: TFLite's builtin kernel runs it, 
 
 Where the runtime runs two ops as one kernel, so does the predictor: an int8
 ``MUL(x, LOGISTIC(x))`` (the swish of Ramachandran et al. 2017, EfficientNet's and
-MixNet's activation) costs XNNPACK no more than its ``LOGISTIC`` (``scripts/bench_fusion.py``:
-a 1.2M-element int8 MUL takes 0.10 ms alone and nothing after its sigmoid in a graph,
-the pair alone the sigmoid's 0.024 ms; in float the MUL keeps its time). The pair is one ``SWISH:int8`` kernel on the MUL, whose
+MixNet's activation) costs XNNPACK no more than its ``LOGISTIC``
+(``scripts/bench_fusion.py``: a 1.2M-element int8 MUL takes 0.10 ms alone and nothing
+after its sigmoid in a graph, the pair alone the sigmoid's 0.024 ms; in float the MUL
+keeps its time). The pair is one ``SWISH:int8`` kernel on the MUL, whose
 :attr:`KernelOp.group` names the LOGISTIC; the LOGISTIC's kernel is :data:`FUSED`, no
 time of its own. The calibration cuts and times the pair together.
 
@@ -136,11 +137,7 @@ def _swish_gate(graph: FlatGraph, mul: int, writer: dict[int, int],
 def _fuse_swish(graph: FlatGraph, ops: list[KernelOp]) -> list[KernelOp]:
     """Each int8 swish as one ``SWISH:int8`` kernel on its MUL; its LOGISTIC
     :data:`FUSED`."""
-    readers: dict[int, int] = {}
-    for op in graph.ops:
-        for t in graph.reads(op):
-            readers[t] = readers.get(t, 0) + 1
-    found, writer = list(ops), graph.writer()
+    found, writer, readers = list(ops), graph.writer(), graph.readers()
     for mul in (op for op in ops if op.kernel == "MUL:int8"):
         sigmoid = _swish_gate(graph, mul.index, writer, readers)
         if sigmoid is not None:

@@ -77,13 +77,14 @@ def single_op_models(data: bytes) -> list[tuple[str, str, bytes | None]]:
     return found
 
 
-def group_model(data: bytes, ops: Sequence[int]) -> bytes | None:
-    """A model of the ops ``ops`` of the first subgraph alone (a kernel the runtime
-    runs as one, e.g. a swish's LOGISTIC and MUL), in their order; ``None`` where one
-    cannot stand alone."""
+def group_models(data: bytes, groups: Sequence[Sequence[int]]) -> list[bytes | None]:
+    """For each group of op indices of the first subgraph (a kernel the runtime runs as
+    one, e.g. a swish's LOGISTIC and MUL), a model of those ops alone, in their order;
+    ``None`` where one cannot stand alone. The file is read once for all groups."""
     from ai_edge_litert.tools import flatbuffer_utils  # heavy: flatbuffer object API
 
-    return _cut_or_none(flatbuffer_utils.read_model_from_bytearray(bytearray(data)), tuple(ops))
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    return [_cut_or_none(model, tuple(group)) for group in groups]
 
 
 def _cut_or_none(model: Any, ops: tuple[int, ...]) -> bytes | None:

@@ -65,6 +65,14 @@ class FlatGraph:
         """Tensor index -> the index of the op that writes it."""
         return {t: i for i, op in enumerate(self.ops) for t in self.writes(op)}
 
+    def readers(self) -> dict[int, int]:
+        """Tensor index -> how many op inputs read it."""
+        counts: dict[int, int] = {}
+        for op in self.ops:
+            for t in self.reads(op):
+                counts[t] = counts.get(t, 0) + 1
+        return counts
+
     def reads(self, op) -> list[int]:
         return [int(i) for i in op.InputsAsNumpy() if i >= 0] if op.InputsLength() else []
 

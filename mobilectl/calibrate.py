@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -213,26 +213,27 @@ def cut_block(block: Block, folder: Path) -> list[Kernel]:
             ops = tuple((op.kernel, op.features) for op in kernel_ops(data))
             found[(f"CHAIN:{precision}", ())] = Kernel(block.id, file, "CHAIN", "", (), ops)
             continue
-        for kernel in _cut_kernels(data, block.id, str(precision), folder, found):
-            found[(kernel.kernel, kernel.features)] = kernel
+        for key, kernel in _cut_kernels(data, block.id, str(precision), folder).items():
+            found.setdefault(key, kernel)
     return list(found.values())
 
 
-def _cut_kernels(data: bytes, block: str, precision: str, folder: Path,
-                 seen: Container[tuple[str, tuple[float, ...]]]) -> Iterator[Kernel]:
-    """Each kernel of ``data`` (``block`` converted at ``precision``) not in ``seen``
-    (the caller adds each one it takes), cut alone into ``folder``."""
-    from device_profiles.op_bench import group_model  # heavy: LiteRT
+def _cut_kernels(data: bytes, block: str, precision: str,
+                 folder: Path) -> dict[tuple[str, tuple[float, ...]], Kernel]:
+    """Each kernel of ``data`` (``block`` converted at ``precision``) by its type and
+    features, cut alone into ``folder`` (kernels alike once)."""
+    from device_profiles.op_bench import group_models  # heavy: LiteRT
 
-    for op in kernel_ops(data):
-        cut = None if op.fused else group_model(data, sorted((*op.group, op.index)))
-        if cut is None:
-            continue
-        alone = next(o for o in kernel_ops(cut) if not o.fused)
-        if (alone.kernel, alone.features) not in seen:
+    ops = [op for op in kernel_ops(data) if not op.fused]
+    found: dict[tuple[str, tuple[float, ...]], Kernel] = {}
+    for op, cut in zip(ops, group_models(data, [sorted((*op.group, op.index)) for op in ops])):
+        alone = next(o for o in kernel_ops(cut) if not o.fused) if cut else None
+        if alone is not None and (alone.kernel, alone.features) not in found:
             file = f"{block}.{precision}.{op.index}.tflite"
             (folder / file).write_bytes(cut)
-            yield Kernel(block, file, alone.op, alone.kernel, alone.features)
+            found[(alone.kernel, alone.features)] = Kernel(block, file, alone.op, alone.kernel,
+                                                           alone.features)
+    return found
 
 
 def floor_kernel(folder: Path) -> Path:

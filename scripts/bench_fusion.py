@@ -49,7 +49,7 @@ def files(folder: Path, precision: Any) -> dict[str, Path]:
     import numpy as np
 
     from device_profiles.kernels import kernel_ops
-    from device_profiles.op_bench import group_model
+    from device_profiles.op_bench import group_models
     from exporter import tflite
 
     calibration = np.random.default_rng(0).normal(size=(8, SIDE, SIDE, 16)).astype("float32")
@@ -58,12 +58,15 @@ def files(folder: Path, precision: Any) -> dict[str, Path]:
         data = tflite.convert(block(kind), precision=precision, calibration=calibration)
         found[kind] = folder / f"{kind}.{precision}.tflite"
         found[kind].write_bytes(data)
-    ops = {op.op: op.index for op in kernel_ops(found["swish"].read_bytes())}
     data = found["swish"].read_bytes()
-    for name, chosen in (("MUL", [ops["MUL"]]), ("LOGISTIC", [ops["LOGISTIC"]]),
-                         ("pair", [ops["LOGISTIC"], ops["MUL"]])):
+    ops = {op.op: op.index for op in kernel_ops(data)}
+    alone = {"MUL": [ops["MUL"]], "LOGISTIC": [ops["LOGISTIC"]],
+             "pair": [ops["LOGISTIC"], ops["MUL"]]}
+    for name, cut in zip(alone, group_models(data, list(alone.values()))):
+        if cut is None:
+            raise SystemExit(f"the swish block's {name} does not stand alone")
         found[name] = folder / f"{name}.{precision}.tflite"
-        found[name].write_bytes(group_model(data, chosen) or b"")
+        found[name].write_bytes(cut)
     return found
 
 

@@ -108,8 +108,7 @@ def summary(rows: list[dict[str, Any]], statistic: str) -> dict[str, Any]:
             "median_abs_error_pct": statistics.median(abs(e) for e in errors),
             "spearman_predicted": spearman([r["predicted_ms"] for r in rows], measured),
             "spearman_macs": spearman([r["macs"] for r in rows], measured),
-            "lower_bounds": sum(r["lower_bound"] for r in rows),
-            "process_within_10": noise_floor(rows) if len(rows[0]["measured_reps"]) > 1 else None}
+            "lower_bounds": sum(r["lower_bound"] for r in rows)}
 
 
 def main() -> None:
@@ -143,9 +142,12 @@ def main() -> None:
     folder.rmdir()
     by_precision = {p: {stat: summary([r for r in rows if r["precision"] == p], stat)
                         for stat in STATISTICS} for p in ("fp32", "int8")}
-    text = render(rows, by_precision, done, calibration_s, args, drift)
+    noise = {p: noise_floor([r for r in rows if r["precision"] == p])
+             for p in by_precision if args.repeats > 1}
+    text = render(rows, by_precision, done, calibration_s, args, drift, noise)
     print(text)
     publish(ROOT, "predict", text, {"summary": by_precision, "rows": rows, "drift": drift,
+                                    "process_within_10": noise,
                                     "fits": [f.__dict__ for f in predictor.fits],
                                     "in_graph": [g.__dict__ for g in predictor.in_graph.values()]},
             [],
@@ -226,7 +228,8 @@ def measured(rows: list[dict[str, Any]], folder: Path, *, repeats: int) -> None:
 
 
 def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
-           calibration_s: float, args: argparse.Namespace, drift: dict[str, float]) -> str:
+           calibration_s: float, args: argparse.Namespace, drift: dict[str, float],
+           noise: dict[str, float]) -> str:
     lines = ["## Latency prediction from measured kernels (host, held-out zoo)", "",
              f"`python scripts/bench_predict.py --repeats {args.repeats} --budget-min "
              f"{args.budget_min:g}{' --quick' if args.quick else ''}"
@@ -245,8 +248,7 @@ def render(rows: list[dict[str, Any]], by_precision: dict[str, Any], done: Any,
              + " against the table (the machine's own drift, in the errors below). The "
              "machine's own reproducibility: one process of a variant lies within ±10% of the "
              "median of its other processes in " + ", ".join(
-                 f"{s['median']['process_within_10']:.0%} ({p})" for p, s in by_precision.items()
-                 if s["median"]["process_within_10"] is not None) + " of cases.", "",
+                 f"{share:.0%} ({p})" for p, share in noise.items()) + " of cases.", "",
              "| precision | measured as | variants | within ±10% | within ±20% | RMSPE | median "
              "abs. error | Spearman(predicted, measured) | Spearman(MACs, measured) |",
              "|---|---|---|---|---|---|---|---|---|"]
